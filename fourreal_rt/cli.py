@@ -1,0 +1,141 @@
+"""`fourreal-rt`: generate 4D grids, inspect the install, build engines, train.
+
+Exit codes: 0 success; 1 unexpected internal error; 2 usage error (bad option);
+3 bad input video; 4 output exists (use --overwrite) or cannot be written; 5 model or engine problem.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+EXIT_INPUT, EXIT_OUTPUT, EXIT_MODEL = 3, 4, 5
+
+
+def fail(code: int, msg: str):
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fourreal-rt")
+def main():
+    """fourreal-rt: a fixed-view video and a freeze-time video in, a view x time grid out.
+
+    Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad input, 4 output exists/unwritable, 5 model/engine.
+    """
+
+
+@main.command()
+@click.argument("row", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("col", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-o", "--out", "out_dir", default="out", show_default=True, help="output directory")
+@click.option("--model", "model_name", default="small", show_default=True, help="shipped model name, preset, or model directory")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None, help="denoising steps [default: 16]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace an existing output directory")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
+def generate(row, col, out_dir, model_name, steps, seed, device, dtype, overwrite, quiet, as_json):
+    """Generate the grid from ROW (fixed-view video, view 0) and COL (freeze-time video, time 0)."""
+    from .io.outputs import check_output_dir
+    from .io.video import InputError, read_inputs
+    from .model.weights import ModelNotFoundError, resolve
+    from .runtime.pipeline import DEFAULT_STEPS, Pipeline
+
+    t0 = time.perf_counter()
+    steps = steps or DEFAULT_STEPS
+    try:  # everything cheap is checked before any weight is loaded
+        src = resolve(model_name)
+    except ModelNotFoundError as e:
+        fail(EXIT_MODEL, str(e))
+    try:
+        check_output_dir(out_dir, overwrite)
+    except InputError as e:
+        fail(EXIT_OUTPUT, str(e))
+    cfg = src.cfg
+    try:
+        row_f, col_f, report = read_inputs(row, col, cfg.views, cfg.times, (cfg.frame_h, cfg.frame_w))
+    except InputError as e:
+        fail(EXIT_INPUT, str(e))
+    for w in report.get("warnings", []):
+        click.echo(f"warning: {w}", err=True)
+    if not src.trained:
+        click.echo(f"warning: model '{src.name}' has random weights (no trained model found); "
+                   "the generated frames are noise", err=True)
+    t_read = time.perf_counter()
+    try:
+        pipe = Pipeline.from_pretrained(model_name, device=device, dtype=dtype)
+    except (ModelNotFoundError, ValueError) as e:
+        fail(EXIT_MODEL, str(e))
+    t_load = time.perf_counter()
+
+    from tqdm import tqdm
+    with tqdm(total=steps, desc="denoising", unit="step", file=sys.stderr, disable=quiet) as bar:
+        grid = pipe(row_f, col_f, steps=steps, seed=seed, progress=lambda i: bar.update(1))
+    t_gen = time.perf_counter()
+    grid.meta["inputs"] = report
+    grid.meta["timings_s"].update({"read_inputs": round(t_read - t0, 3), "load_model": round(t_load - t_read, 3)})
+    fps = float(report.get("row", {}).get("fps") or 8.0)
+    try:
+        path = grid.save(out_dir, fps=fps, overwrite=overwrite)
+    except InputError as e:
+        fail(EXIT_OUTPUT, str(e))
+    except OSError as e:
+        fail(EXIT_OUTPUT, f"{out_dir}: cannot write output ({e.strerror or e})")
+    total = time.perf_counter() - t0
+    summary = {"out": str(path), "frames": list(grid.frames.shape), "model": src.name, "trained": src.trained,
+               "steps": steps, "seed": seed, "device": str(pipe.device), "generate_s": round(t_gen - t_load, 3),
+               "total_s": round(total, 3)}
+    if as_json:
+        click.echo(json.dumps(summary))
+    elif not quiet:
+        click.echo(f"wrote {path} ({grid.frames.shape[0]}x{grid.frames.shape[1]} grid) in {total:.1f} s", err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def info(as_json):
+    """Version, device, presets, shipped models, and whether compiled kernels are present."""
+    import torch
+
+    from . import __version__
+    from .model import PRESETS
+    from .model.weights import SHIPPED_DIR
+    from .ops import backend
+
+    kernels = backend.status()
+    d = {"fourreal_rt": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
+         "cuda_available": torch.cuda.is_available(),
+         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+         "presets": {k: f"{v.views}x{v.times} grid, {v.frame_h}x{v.frame_w}, d={v.dim}, depth={v.depth}"
+                     for k, v in PRESETS.items()},
+         "shipped_models": sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "model.safetensors").exists())
+         if SHIPPED_DIR.exists() else [],
+         "compiled_kernels": kernels}
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    for k, v in d.items():
+        if isinstance(v, dict):
+            click.echo(f"{k}:")
+            for kk, vv in v.items():
+                click.echo(f"  {kk}: {vv}")
+        else:
+            click.echo(f"{k}: {v}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def train(ctx):
+    """Train (stage 1 or 2); options as `python -m fourreal_rt.training --help`."""
+    from .training.train import main as train_main
+    train_main(ctx.args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Model files: `config.json` + `model.safetensors` in one directory. No pickle anywhere."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import PRESETS, GridConfig
+from .twostream import TwoStreamModel
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"   # fourreal_rt/weights/<name>/
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+class ModelNotFoundError(ValueError):
+    pass
+
+
+@dataclass
+class ModelSource:
+    """Where a model comes from: a model directory, or a preset with random weights."""
+    name: str
+    cfg: GridConfig
+    directory: Path | None       # None: random-init preset, nothing trained
+
+    @property
+    def trained(self) -> bool:
+        return self.directory is not None
+
+    @property
+    def weights_path(self) -> Path | None:
+        return self.directory / WEIGHTS_FILE if self.directory else None
+
+
+def resolve(name_or_path: str) -> ModelSource:
+    """Find a model by shipped name, directory path, or preset name (random weights); reads config only."""
+    p = Path(name_or_path)
+    if p.is_dir() or os.sep in str(name_or_path) or name_or_path.startswith("."):
+        if not (p / CONFIG_FILE).is_file() or not (p / WEIGHTS_FILE).is_file():
+            raise ModelNotFoundError(f"{name_or_path}: not a model directory (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+        return ModelSource(p.name, read_config(p), p)
+    shipped = SHIPPED_DIR / name_or_path
+    if (shipped / WEIGHTS_FILE).is_file():
+        return ModelSource(name_or_path, read_config(shipped), shipped)
+    if name_or_path in PRESETS:
+        return ModelSource(name_or_path, PRESETS[name_or_path], None)
+    raise ModelNotFoundError(f"{name_or_path}: no such model (presets: {', '.join(PRESETS)}; or a model directory)")
+
+
+def read_config(directory: Path) -> GridConfig:
+    try:
+        meta = json.loads((Path(directory) / CONFIG_FILE).read_text())
+        return GridConfig.from_dict(meta["config"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelNotFoundError(f"{directory / CONFIG_FILE}: unreadable model config ({e})") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(src: ModelSource, seed: int = 0) -> TwoStreamModel:
+    """Build the model of `src.cfg` and load its weights (random init, seeded, if none)."""
+    torch.manual_seed(seed)
+    model = TwoStreamModel(src.cfg)
+    if src.trained:
+        state = load_file(str(src.weights_path))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ModelNotFoundError(f"{src.weights_path}: weights do not match the config "
+                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()
+
+
+def save_model(model: TwoStreamModel, directory: Path, extra: dict | None = None) -> Path:
+    """Writes config.json + model.safetensors (fp32 or as stored) into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    meta = {"config": json.loads(model.cfg.to_json()), **(extra or {})}
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return directory

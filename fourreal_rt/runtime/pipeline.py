@@ -1,0 +1,139 @@
+"""The Python API: `Pipeline.from_pretrained(...)` and the `Grid` it returns."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..model.config import GridConfig
+from ..model.weights import ModelSource, load_model, resolve, sha256_file
+from ..sampler import sample
+
+DEFAULT_STEPS = 16
+DEFAULT_SHIFT = 1.0
+
+
+@dataclass
+class Grid:
+    """A 4D video: frames[v, t] is the frame seen from viewpoint v at time t."""
+    frames: np.ndarray                  # uint8 [V, T, H, W, 3]
+    meta: dict = field(default_factory=dict)
+
+    def view(self, v: int) -> np.ndarray:
+        """The fixed-view video of viewpoint v: [T, H, W, 3]."""
+        return self.frames[v]
+
+    def time(self, t: int) -> np.ndarray:
+        """The freeze-time video at time t: [V, H, W, 3]."""
+        return self.frames[:, t]
+
+    def save(self, directory, *, fps: float = 8.0, overwrite: bool = False) -> Path:
+        from ..io.outputs import write_outputs
+        return write_outputs(directory, self.frames, self.meta, fps=fps, overwrite=overwrite)
+
+
+def to_model_range(frames_u8: torch.Tensor) -> torch.Tensor:
+    return frames_u8.float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp16": torch.float16, "float16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r} (auto, fp32, bf16, fp16)")
+    return table[dtype]
+
+
+class Pipeline:
+    """Two videos in, a V x T grid out."""
+
+    def __init__(self, model, source: ModelSource, device: torch.device, dtype: torch.dtype):
+        self.model, self.source, self.device, self.dtype = model, source, device, dtype
+        self.cfg: GridConfig = source.cfg
+        self.denoiser: Callable = model     # an engine may replace this with a compiled step
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = "small", device: str = "auto", dtype: str = "auto") -> "Pipeline":
+        src = resolve(name_or_path)
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)
+        model = load_model(src).to(dev, dt)
+        return cls(model, src, dev, dt)
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return self.cfg.views, self.cfg.times
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.cfg.frame_h, self.cfg.frame_w
+
+    def model_info(self) -> dict:
+        src = self.source
+        return {"name": src.name, "trained": src.trained, "config": dict(vars(self.cfg)),
+                "path": str(src.directory) if src.directory else None,
+                "weights_sha256": sha256_file(src.weights_path) if src.trained else None}
+
+    def denoise_window(self, known: np.ndarray, mask: np.ndarray, *, steps: int = DEFAULT_STEPS, seed: int = 0,
+                       shift: float = DEFAULT_SHIFT, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Fill the unknown frames of one model-sized window.
+
+        known: uint8 [V, T, H, W, 3] (values where mask is False are ignored); mask: bool [V, T].
+        Returns uint8 [V, T, H, W, 3]; frames where mask is True are returned exactly as given.
+        """
+        V, T = self.grid_shape
+        H, W = self.frame_size
+        if known.shape != (V, T, H, W, 3) or known.dtype != np.uint8:
+            raise ValueError(f"known must be uint8 {(V, T, H, W, 3)}, got {known.dtype} {known.shape}")
+        if mask.shape != (V, T):
+            raise ValueError(f"mask must be {(V, T)}, got {mask.shape}")
+        m = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None].to(self.device)       # [1, V, T]
+        k = to_model_range(torch.from_numpy(known))[None]                                        # [1, V, T, H, W, 3]
+        k = torch.where(m.cpu()[..., None, None, None], k, torch.zeros(()))
+        with torch.inference_mode():
+            x0 = sample(self.denoiser, k.to(self.device), m, steps=steps, seed=seed, shift=shift,
+                        dtype=self.dtype, progress=progress)
+        out = to_uint8(x0[0]).cpu().numpy()
+        out[mask] = known[mask]                                                               # exact, not round-tripped
+        return out
+
+    def __call__(self, row: np.ndarray, col: np.ndarray, *, steps: int = DEFAULT_STEPS, seed: int = 0,
+                 shift: float = DEFAULT_SHIFT, progress: Callable[[int], None] | None = None) -> Grid:
+        """row: uint8 [T, H, W, 3] (view 0, fixed-view video); col: uint8 [V, H, W, 3] (time 0,
+        freeze-time video). Frame [0, 0] is taken from the row. Returns the whole grid."""
+        V, T = self.grid_shape
+        H, W = self.frame_size
+        if row.shape != (T, H, W, 3) or col.shape != (V, H, W, 3):
+            raise ValueError(f"row must be [T={T}, {H}, {W}, 3] and col [V={V}, {H}, {W}, 3]; "
+                             f"got {row.shape} and {col.shape}")
+        known = np.zeros((V, T, H, W, 3), np.uint8)
+        known[:, 0] = col
+        known[0, :] = row
+        mask = np.zeros((V, T), bool)
+        mask[0, :] = mask[:, 0] = True
+        t0 = time.perf_counter()
+        frames = self.denoise_window(known, mask, steps=steps, seed=seed, shift=shift, progress=progress)
+        meta = {"fourreal_rt": __version__, "model": self.model_info(), "seed": seed, "steps": steps,
+                "sigma_shift": shift, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+                "engine": None, "torch": torch.__version__,
+                "timings_s": {"denoise": round(time.perf_counter() - t0, 3)}}
+        return Grid(frames, meta)

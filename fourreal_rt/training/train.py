@@ -1,0 +1,251 @@
+"""Two-stage rectified-flow training (paper §3.1, §3.3, §4.1) on synthetic 4D scenes.
+
+Stage 1: the base video model on fixed-view videos (rows, context "dynamic") and freeze-time videos
+(columns, context "freeze-time") with random masking: the first K ∈ [0, 4] frames are known.
+Stage 2: the two-stream model built from the stage-1 blocks, blocks frozen, only the sync layers
+trained (for `sequential`: the time pass's attention copy) on whole grids whose first row and column
+are known: multi-view synthetic grids and pseudo-4D grids (2D affine sweeps of videos).
+
+Runs in time-boxed chunks that resume: `--minutes 8` trains for 8 minutes, saves, and exits; the
+next call with the same `--out` continues from the checkpoint (weights, AdamW state, step, log).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..model import PRESETS, GridConfig, TwoStreamModel
+from ..model.blocks import DYNAMIC, FREEZE_TIME
+from ..model.weights import load_model, resolve, save_model
+
+CKPT = "train_state.safetensors"
+LOG = "train_log.jsonl"
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+class GridSource:
+    """Batches of ground-truth grids [B, V, T, H, W, 3] in [-1, 1], rendered on the fly."""
+
+    def __init__(self, cfg: GridConfig, device, seed0: int):
+        from ..data import scenes
+        self.scenes, self.cfg, self.device = scenes, cfg, device
+        self.next_seed = seed0                # train seeds are consumed in order, so resumes continue
+
+    def grids(self, batch: int) -> torch.Tensor:
+        c = self.cfg
+        seeds = list(range(self.next_seed, self.next_seed + batch))
+        self.next_seed += batch
+        out = self.scenes.render_batch(seeds, c.views, c.times, c.frame_h, c.frame_w, device=self.device)
+        return out["frames"] * 2 - 1                                             # [B, V, T, H, W, 3]
+
+    def pseudo4d(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        """Pseudo-4D grids: each grid's fixed-view video swept by continuous 2D affine transforms."""
+        from ..data import pseudo4d
+        rows = self.grids(batch)[:, 0]                                          # [B, T, H, W, 3]
+        return pseudo4d.pseudo4d_batch(rows, self.cfg.views, generator=gen)     # [B, V, T, H, W, 3]
+
+
+def flow_pair(x0: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator):
+    """x_σ = (1 - σ) x0 + σ ε and the velocity target ε - x0. x0: [B, ...]; sigma: [B]."""
+    eps = torch.randn(x0.shape, generator=gen, device=x0.device)
+    s = sigma.view(-1, *([1] * (x0.dim() - 1)))
+    return (1 - s) * x0 + s * eps, eps - x0
+
+
+def sample_sigma(n: int, gen: torch.Generator, device) -> torch.Tensor:
+    """Logit-normal σ (SD3): most steps at mid noise, none exactly at 0 or 1."""
+    return torch.sigmoid(torch.randn(n, generator=gen, device=device))
+
+
+def masked_mse(pred, target, mask):
+    """Mean squared error over unknown frames only. pred, target: [B, V, T, H, W, 3]; mask: [B, V, T]."""
+    w = (~mask)[..., None, None, None].float()
+    return ((pred.float() - target.float()) ** 2 * w).sum() / (w.sum() * pred[0, 0, 0].numel()).clamp(min=1)
+
+
+# --------------------------------------------------------------------------------------------
+# losses of the two stages
+# --------------------------------------------------------------------------------------------
+def stage1_loss(model: TwoStreamModel, grids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Rows (dynamic context) and columns (freeze-time context) with the first K ∈ [0, 4] known."""
+    base = model.base
+    B, V, T = grids.shape[:3]
+    rows = grids.reshape(B * V, 1, T, *grids.shape[3:])                        # [B*V, 1, T, H, W, 3]
+    cols = grids.transpose(1, 2).reshape(B * T, V, 1, *grids.shape[3:])        # [B*T, V, 1, H, W, 3]
+    total = 0.0
+    for videos, context, n_frames in ((rows, DYNAMIC, T), (cols, FREEZE_TIME, V)):
+        n = videos.shape[0]
+        k = torch.randint(0, 5, (n,), generator=gen, device=grids.device)
+        idx = torch.arange(n_frames, device=grids.device)
+        known = idx[None] < k[:, None]                                          # [n, F]
+        mask = known[:, None, :] if context == DYNAMIC else known[:, :, None]   # [n, 1, T] or [n, V, 1]
+        sigma = sample_sigma(n, gen, grids.device)
+        x_s, target = flow_pair(videos, sigma, gen)
+        pred = base(x_s, videos, mask, sigma, context)
+        total = total + masked_mse(pred, target, mask)
+    return total / 2
+
+
+def stage2_loss(model: TwoStreamModel, grids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Whole grids, first row and first column known (the inference setting)."""
+    B, V, T = grids.shape[:3]
+    mask = torch.zeros(B, V, T, dtype=torch.bool, device=grids.device)
+    mask[:, 0] = True
+    mask[:, :, 0] = True
+    sigma = sample_sigma(B, gen, grids.device)
+    x_s, target = flow_pair(grids, sigma, gen)
+    return masked_mse(model(x_s, grids, mask, sigma), target, mask)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints: safetensors for weights and AdamW moments, JSON for counters
+# --------------------------------------------------------------------------------------------
+def save_checkpoint(out: Path, model, opt, info: dict):
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors = {f"model/{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    tensors[f"opt/{names[id(p)]}/{key}"] = st[key].contiguous().cpu()
+                info.setdefault("opt_step", {})[names[id(p)]] = float(st["step"])
+    tmp = out / (CKPT + ".tmp")
+    save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
+    os.replace(tmp, out / CKPT)
+
+
+def load_checkpoint(out: Path, model, opt) -> dict:
+    from safetensors import safe_open
+    with safe_open(str(out / CKPT), "pt") as f:
+        info = json.loads(f.metadata()["info"])
+    tensors = load_file(str(out / CKPT))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    params = dict(model.named_parameters())
+    dev = next(model.parameters()).device
+    for name, step in info.get("opt_step", {}).items():
+        p = params[name]
+        opt.state[p] = {"step": torch.tensor(step),
+                        "exp_avg": tensors[f"opt/{name}/exp_avg"].to(dev),
+                        "exp_avg_sq": tensors[f"opt/{name}/exp_avg_sq"].to(dev)}
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def train(args) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    if args.stage == 1:
+        cfg = PRESETS[args.preset].replace(sync="soft")
+        model = TwoStreamModel(cfg)
+        params = list(model.base.parameters())
+    else:
+        src = resolve(args.init)
+        base_model = load_model(src)
+        cfg = src.cfg.replace(sync=args.sync)
+        model = TwoStreamModel(cfg, base=base_model.base)   # the stage-1 blocks, frozen below
+        for p in model.base.parameters():
+            p.requires_grad_(False)
+        params = model.sync_parameters()
+        for p in params:
+            p.requires_grad_(True)
+    model.to(device).train()
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+
+    info = {"step": 0, "seed_next": 0, "stage": args.stage, "sync": cfg.sync, "argv": sys.argv[1:]}
+    if (out / CKPT).exists():
+        info = load_checkpoint(out, model, opt)
+        print(f"resumed {out} at step {info['step']}", flush=True)
+    gen = torch.Generator(device=device).manual_seed(args.seed * 1000003 + info["step"])
+    data = GridSource(cfg, device, seed0=info["seed_next"] or args.seed * 1_000_000)
+
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    t_end = time.time() + args.minutes * 60
+    log = open(out / LOG, "a")
+    t_last, losses = time.time(), []
+    while info["step"] < args.steps and time.time() < t_end:
+        step = info["step"]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr)
+        with torch.no_grad():
+            if args.stage == 2 and torch.rand((), generator=gen, device=device).item() < args.pseudo_frac:
+                grids = data.pseudo4d(args.batch, gen)
+            else:
+                grids = data.grids(args.batch)
+        with amp:
+            loss = (stage1_loss if args.stage == 1 else stage2_loss)(model, grids, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        info["step"] = step + 1
+        info["seed_next"] = data.next_seed
+        if info["step"] % args.log_every == 0:
+            rec = {"step": info["step"], "loss": sum(losses) / len(losses), "lr": opt.param_groups[0]["lr"],
+                   "s_per_step": (time.time() - t_last) / len(losses)}
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            t_last, losses = time.time(), []
+        if info["step"] % args.save_every == 0:
+            save_checkpoint(out, model, opt, info)
+    save_checkpoint(out, model, opt, info)
+    model.eval()
+    save_model(model, out / "model", extra={"stage": args.stage, "train_steps": info["step"],
+                                            "trained_on": "fourreal_rt.data synthetic scenes (train seeds)"})
+    print(f"saved {out / 'model'} at step {info['step']}", flush=True)
+    return out / "model"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fourreal_rt.training", description=__doc__.split("\n")[0])
+    p.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    p.add_argument("--out", required=True, help="run directory (checkpoint, log, exported model/)")
+    p.add_argument("--preset", default="small", help="stage 1: model preset")
+    p.add_argument("--init", help="stage 2: the stage-1 model directory")
+    p.add_argument("--sync", default="soft", choices=("soft", "hard", "sequential"), help="stage 2 variant")
+    p.add_argument("--steps", type=int, default=20000, help="total optimizer steps (the LR schedule's length)")
+    p.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget of this chunk")
+    p.add_argument("--batch", type=int, default=16, help="grids per step")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--pseudo-frac", type=float, default=0.25, help="stage 2: share of pseudo-4D batches")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--save-every", type=int, default=500)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if args.stage == 2 and not args.init:
+        parser().error("--stage 2 needs --init (the stage-1 model directory)")
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

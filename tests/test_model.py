@@ -1,0 +1,145 @@
+"""The paper's structure, checked on the tiny preset with random (non-zero) weights."""
+import pytest
+import torch
+
+from fourreal_rt.model import DYNAMIC, FREEZE_TIME, PRESETS, TwoStreamModel
+from fourreal_rt.model.blocks import AXIS_OF_CONTEXT
+
+torch.set_grad_enabled(False)
+
+
+def randomize(model, seed=0):
+    """Non-zero weights everywhere except the sync layers, whose init is what is under test."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if not name.startswith("syncs."):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def grid_inputs(cfg, B=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    shape = (B, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
+    x, known = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    mask = torch.zeros(B, cfg.views, cfg.times, dtype=torch.bool)
+    mask[:, 0] = mask[:, :, 0] = True
+    return x, known, mask, torch.tensor([0.3, 0.8])[:B]
+
+
+def run_block_stack(model, x_tokens, c, axis, frames):
+    rope = model.base.rope(frames, x_tokens.device)
+    for blk in model.base.blocks:
+        x_tokens = blk(x_tokens, c, rope, axis)
+    return x_tokens
+
+
+def test_time_stream_equals_base_model_on_each_fixed_view_video():
+    cfg = PRESETS["tiny"]
+    model = randomize(TwoStreamModel(cfg.replace(sync="soft"))).eval()
+    x, known, mask, sigma = grid_inputs(cfg)
+    # two-stream with an untrained (zero) soft sync: streams run independently
+    (x_v, x_t), (c_v, c_t) = model.streams(x, known, mask, sigma)
+    for v in range(cfg.views):  # each row alone, as a fixed-view video (V = 1) in the dynamic context
+        row_out = model.base.forward(x[:, v:v + 1], known[:, v:v + 1], mask[:, v:v + 1], sigma, DYNAMIC)
+        two_stream_row = model.base.head(x_t[:, v:v + 1], c_t)
+        torch.testing.assert_close(two_stream_row, row_out, rtol=1e-5, atol=1e-5)
+
+
+def test_view_stream_equals_base_model_on_each_freeze_time_video():
+    cfg = PRESETS["tiny"]
+    model = randomize(TwoStreamModel(cfg.replace(sync="soft"))).eval()
+    x, known, mask, sigma = grid_inputs(cfg)
+    (x_v, x_t), (c_v, c_t) = model.streams(x, known, mask, sigma)
+    for t in range(cfg.times):  # each column alone, as a freeze-time video (T = 1)
+        col_out = model.base.forward(x[:, :, t:t + 1], known[:, :, t:t + 1], mask[:, :, t:t + 1], sigma, FREEZE_TIME)
+        torch.testing.assert_close(model.base.head(x_v[:, :, t:t + 1], c_v), col_out, rtol=1e-5, atol=1e-5)
+
+
+def test_streams_differ_without_sync_and_axes_matter():
+    cfg = PRESETS["tiny"]
+    model = randomize(TwoStreamModel(cfg)).eval()
+    x, known, mask, sigma = grid_inputs(cfg)
+    (x_v, x_t), _ = model.streams(x, known, mask, sigma)
+    assert (x_v - x_t).abs().max() > 1e-2   # rows and columns really attend differently
+    assert AXIS_OF_CONTEXT == {DYNAMIC: "time", FREEZE_TIME: "view"}
+
+
+def test_soft_sync_at_init_changes_nothing():
+    cfg = PRESETS["tiny"]
+    soft = randomize(TwoStreamModel(cfg.replace(sync="soft"))).eval()
+    y_v, y_t = torch.randn(2, 4, 4, 6, 32), torch.randn(2, 4, 4, 6, 32)
+    s = torch.randn(2, 32)
+    for sync in soft.syncs:
+        x_v, x_t = sync(y_v, y_t, s)
+        assert torch.equal(x_v, y_v) and torch.equal(x_t, y_t)
+    # and after training moves the weights, it does exchange information
+    torch.nn.init.normal_(soft.syncs[0].linear.weight, std=0.1)
+    x_v, _ = soft.syncs[0](y_v, y_t, s)
+    assert not torch.allclose(x_v, y_v)
+
+
+def test_hard_sync_at_init_is_the_average():
+    cfg = PRESETS["tiny"]
+    hard = randomize(TwoStreamModel(cfg.replace(sync="hard"))).eval()
+    y_v, y_t, s = torch.randn(2, 4, 4, 6, 32), torch.randn(2, 4, 4, 6, 32), torch.randn(2, 32)
+    for sync in hard.syncs:
+        x_v, x_t = sync(y_v, y_t, s)
+        torch.testing.assert_close(x_v, (y_v + y_t) / 2)
+        assert torch.equal(x_v, x_t)
+
+
+def test_average_and_weighted_syncs():
+    cfg = PRESETS["tiny"].replace(depth=4)
+    y_v, y_t = torch.randn(1, 4, 4, 6, 32), torch.randn(1, 4, 4, 6, 32)
+    avg = TwoStreamModel(cfg.replace(sync="average"))
+    torch.testing.assert_close(avg.syncs[2](y_v, y_t, None)[0], (y_v + y_t) / 2)
+    wtd = TwoStreamModel(cfg.replace(sync="weighted"))
+    ws = [s.w for s in wtd.syncs]
+    assert ws == pytest.approx([0.1, 0.2, 0.3, 0.4])          # w_l = 0.1 + 0.4 l / L
+    x_v, x_t = wtd.syncs[3](y_v, y_t, None)
+    torch.testing.assert_close(x_v, 0.6 * y_v + 0.4 * y_t)
+    torch.testing.assert_close(x_t, 0.6 * y_t + 0.4 * y_v)
+
+
+def test_sequential_applies_view_then_time_update():
+    cfg = PRESETS["tiny"].replace(sync="sequential")
+    model = randomize(TwoStreamModel(cfg)).eval()
+    x, known, mask, sigma = grid_inputs(cfg)
+    (x_v, x_t), (c_v, c_t) = model.streams(x, known, mask, sigma)
+    # eq. 5 by hand: y = x + φ^v(x; c^v), x' = y + φ^t(y; c^t), per layer
+    h = model.base.embed_input(x, known, mask)
+    rope_v, rope_t = model.base.rope(cfg.views, h.device), model.base.rope(cfg.times, h.device)
+    for l, blk in enumerate(model.base.blocks):
+        y = blk(h, c_v, rope_v, "view")
+        h = blk(y, c_t, rope_t, "time", attn=model.time_attn[l])
+    torch.testing.assert_close(x_t, h)
+    torch.testing.assert_close(x_v, h)
+    # the order matters: time-then-view differs
+    h2 = model.base.embed_input(x, known, mask)
+    for l, blk in enumerate(model.base.blocks):
+        h2 = blk(blk(h2, c_t, rope_t, "time", attn=model.time_attn[l]), c_v, rope_v, "view")
+    assert not torch.allclose(h2, h, atol=1e-3)
+
+
+def test_masked_conditioning_ignores_noise_on_known_frames():
+    cfg = PRESETS["tiny"]
+    model = randomize(TwoStreamModel(cfg)).eval()
+    x, known, mask, sigma = grid_inputs(cfg)
+    x2 = x.clone()
+    x2[mask] = torch.randn_like(x2[mask])    # change only the noisy input of known frames
+    torch.testing.assert_close(model(x, known, mask, sigma), model(x2, known, mask, sigma))
+
+
+def test_paper_preset_size_on_meta_device():
+    cfg = PRESETS["paper"]
+    assert cfg.tokens_per_frame == 576 and cfg.grid_hw == (18, 32)      # 288x512 at patch 16
+    assert (cfg.dim, cfg.depth, cfg.heads, cfg.head_dim) == (1024, 24, 8, 128)
+    with torch.device("meta"):
+        model = TwoStreamModel(cfg)
+        n = sum(p.numel() for p in model.parameters())
+        assert 550e6 < n < 700e6, n                                      # ≈ 600M
+        x = torch.empty(1, 8, 8, 288, 512, 3)
+        tokens = model.base.embed_input(x, x, torch.zeros(1, 8, 8, dtype=torch.bool))
+        assert tokens.shape == (1, 8, 8, 576, 1024)
+        out = model(x, x, torch.zeros(1, 8, 8, dtype=torch.bool), torch.zeros(1))
+        assert out.shape == x.shape
