@@ -1,0 +1,209 @@
+"""Writing a finished grid to OUT/ (DESIGN.md §5), all or nothing.
+
+Everything is written into a temporary sibling directory `.OUT.tmp-XXXX` and renamed into place only when
+every file is complete; on any error the temporary directory is removed.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from .video import InputError
+
+GAP = 2  # pixels between tiles in grid.mp4
+JPEG_QUALITY = 90  # viewer.html frames
+CRF = 18  # libx264 quality: visually lossless for previews
+
+
+class OutputExistsError(InputError):
+    """OUT exists and overwrite was not asked for."""
+
+
+def check_output_dir(out_dir, overwrite: bool = False) -> Path:
+    """Raises (one line) unless `out_dir` can be written; call before any expensive work."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(out, "exists and is not a directory")
+    if out.exists() and not overwrite:
+        raise OutputExistsError(out, "output directory exists (pass overwrite to replace it)")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(out, f"cannot write in {parent}")
+    return out
+
+
+def video_codec() -> str:
+    """libx264 when PyAV's FFmpeg has the encoder (PyAV 18's wheel does), else mpeg4."""
+    try:
+        av.codec.Codec("libx264", "w")
+        return "libx264"
+    except Exception:
+        return "mpeg4"
+
+
+def encode_mp4(path, frames: np.ndarray, fps: float) -> dict:
+    """Encodes frames [F, h, w, 3] to an H.264 yuv420p mp4; odd sizes are edge-padded (bottom/right) to even."""
+    F, h, w, _ = frames.shape
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")  # [F, h+ph, w+pw, 3]
+    codec = video_codec()
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(100000),
+                                      options={"crf": str(CRF)} if codec == "libx264" else {})
+        stream.width, stream.height, stream.pix_fmt = w + pw, h + ph, "yuv420p"
+        for img in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
+        container.mux(stream.encode(None))
+    return {"codec": codec, "pix_fmt": "yuv420p", "padded_size": [h + ph, w + pw]}
+
+
+def tile(views: np.ndarray, gap: int = GAP) -> np.ndarray:
+    """Tiles views [V, H, W, 3] in a near-square layout (cols = ceil(sqrt(V))) with `gap` black pixels."""
+    V, H, W, _ = views.shape
+    cols = math.ceil(math.sqrt(V))
+    rows = math.ceil(V / cols)
+    canvas = np.zeros((rows * H + (rows - 1) * gap, cols * W + (cols - 1) * gap, 3), np.uint8)
+    for v in range(V):
+        r, c = divmod(v, cols)
+        canvas[r * (H + gap):r * (H + gap) + H, c * (W + gap):c * (W + gap) + W] = views[v]
+    return canvas
+
+
+def _jpeg_uri(img: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_VIEWER = """<!doctype html>
+<html><head><meta charset="utf-8"><title>4D video __V__ views x __T__ times</title>
+<style>
+body { font-family: sans-serif; background: #1e1e1e; color: #eee; margin: 16px; }
+img { display: block; width: __DW__px; height: __DH__px; background: #000; margin-bottom: 12px; }
+.row { margin: 6px 0; } input[type=range] { width: 360px; vertical-align: middle; }
+label { display: inline-block; width: 44px; } span { display: inline-block; width: 64px; }
+</style></head>
+<body>
+<div>4D video: __V__ views &times; __T__ times (grid[view, time])</div>
+<img id="frame" alt="grid frame">
+<div class="row"><label for="view">view</label><input type="range" id="view" min="0" max="__VM__" value="0">
+<span id="view_label"></span><button id="play_view">play view</button></div>
+<div class="row"><label for="time">time</label><input type="range" id="time" min="0" max="__TM__" value="0">
+<span id="time_label"></span><button id="play_time">play time</button></div>
+<script>
+const FRAMES = __FRAMES__;  // FRAMES[v][t]: JPEG data URI of grid[v, t]
+const FPS = __FPS__;
+const img = document.getElementById("frame");
+const sliders = {view: document.getElementById("view"), time: document.getElementById("time")};
+function show() {
+  const v = +sliders.view.value, t = +sliders.time.value;
+  img.src = FRAMES[v][t];
+  document.getElementById("view_label").textContent = v + " / " + sliders.view.max;
+  document.getElementById("time_label").textContent = t + " / " + sliders.time.max;
+}
+for (const axis of ["view", "time"]) {
+  const slider = sliders[axis], button = document.getElementById("play_" + axis);
+  let timer = null;
+  slider.addEventListener("input", show);
+  button.addEventListener("click", () => {
+    if (timer) { clearInterval(timer); timer = null; button.textContent = "play " + axis; return; }
+    button.textContent = "pause " + axis;
+    timer = setInterval(() => {
+      slider.value = (+slider.value + 1) % (+slider.max + 1);
+      show();
+    }, 1000 / FPS);
+  });
+}
+// viewer.html#view=2&time=5 opens at grid[2, 5]
+for (const [k, v] of new URLSearchParams(location.hash.slice(1))) if (k in sliders) sliders[k].value = v;
+show();
+</script>
+</body></html>
+"""
+
+
+def viewer_html(frames: np.ndarray, fps: float) -> str:
+    """One self-contained page for frames [V, T, H, W, 3]: every frame a base64 JPEG, two sliders, play buttons."""
+    V, T, H, W, _ = frames.shape
+    zoom = max(1, 512 // W)  # small model frames are shown enlarged
+    uris = [[_jpeg_uri(frames[v, t]) for t in range(T)] for v in range(V)]
+    subs = {"__FRAMES__": json.dumps(uris), "__FPS__": repr(float(fps)), "__V__": str(V), "__T__": str(T),
+            "__VM__": str(V - 1), "__TM__": str(T - 1), "__DW__": str(W * zoom), "__DH__": str(H * zoom)}
+    html = _VIEWER
+    for key, val in subs.items():
+        html = html.replace(key, val)
+    return html
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
+    V, T, H, W, _ = frames.shape
+    np.savez_compressed(d / "grid.npz", frames=frames)
+    for v in range(V):
+        encode_mp4(d / f"view_{v:03d}.mp4", frames[v], fps)  # row v: [T, H, W, 3]
+    for t in range(T):
+        encode_mp4(d / f"time_{t:03d}.mp4", frames[:, t], fps)  # column t: [V, H, W, 3]
+    tiled = np.stack([tile(frames[:, t]) for t in range(T)])  # [T, h, w, 3]
+    encode_mp4(d / "grid.mp4", tiled, fps)
+    (d / "viewer.html").write_text(viewer_html(frames, fps), encoding="utf-8")
+    video = {"codec": video_codec(), "pix_fmt": "yuv420p", "crf": CRF if video_codec() == "libx264" else None,
+             "odd_sizes": "edge-padded by one pixel at the bottom/right to even"}
+    out_meta = {**meta, "axes": {"frames": ["view", "time", "height", "width", "rgb"]},
+                "V": V, "T": T, "H": H, "W": W, "fps": float(fps), "video": video,
+                "grid_mp4": {"layout": "views tiled row-major, cols = ceil(sqrt(V))", "gap_px": GAP}}
+    (d / "meta.json").write_text(json.dumps(out_meta, indent=2, default=_json_default), encoding="utf-8")
+
+
+def write_outputs(out_dir, frames: np.ndarray, meta: dict, *, fps: float = 8.0, overwrite: bool = False) -> Path:
+    """Writes frames uint8 [V, T, H, W, 3] and `meta` to `out_dir` atomically; returns the final path.
+
+    Files: grid.npz, meta.json, view_{v:03d}.mp4, time_{t:03d}.mp4, grid.mp4, viewer.html.
+    """
+    out = check_output_dir(out_dir, overwrite)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [V, T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        _write_all(tmp, frames, meta, fps)
+        if out.exists():
+            if not overwrite:  # appeared while we were writing
+                raise OutputExistsError(out, "output directory exists (pass overwrite to replace it)")
+            old = out.absolute().parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except BaseException:
+                os.rename(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
