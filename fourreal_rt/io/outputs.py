@@ -37,7 +37,7 @@ def check_output_dir(out_dir, overwrite: bool = False) -> Path:
     if out.exists() and not out.is_dir():
         raise OutputExistsError(out, "exists and is not a directory")
     if out.exists() and not overwrite:
-        raise OutputExistsError(out, "output directory exists (pass overwrite to replace it)")
+        raise OutputExistsError(out, "output directory exists (use --overwrite to replace it)")
     parent = out.absolute().parent
     while not parent.exists():
         parent = parent.parent
@@ -192,7 +192,7 @@ def write_outputs(out_dir, frames: np.ndarray, meta: dict, *, fps: float = 8.0, 
         _write_all(tmp, frames, meta, fps)
         if out.exists():
             if not overwrite:  # appeared while we were writing
-                raise OutputExistsError(out, "output directory exists (pass overwrite to replace it)")
+                raise OutputExistsError(out, "output directory exists (use --overwrite to replace it)")
             old = out.absolute().parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(out, old)
             try:

@@ -1,0 +1,121 @@
+"""`fourreal-rt generate` end to end on the tiny preset: outputs, exactness, seeds, bad input."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_video, smooth_frames
+
+from fourreal_rt.cli import main
+
+V, T, H, W = 4, 4, 16, 24   # the tiny preset's window and frame size
+
+
+@pytest.fixture()
+def videos(tmp_path):
+    row = smooth_frames(6, H, W, seed=1)
+    col = smooth_frames(5, H, W, seed=2)
+    col[0] = row[0]
+    return make_video(tmp_path / "in_row.mp4", row, 8), make_video(tmp_path / "in_col.mp4", col, 8)
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def generate(row, col, out, *extra):
+    return run("generate", row, col, "-o", out, "--model", "tiny", "--steps", 2, "--quiet", *extra)
+
+
+def test_generate_writes_every_output_and_keeps_inputs_exact(videos, tmp_path):
+    row, col = videos
+    out = tmp_path / "OUT"
+    r = generate(row, col, out)
+    assert r.exit_code == 0, r.output
+    names = {p.name for p in out.iterdir()}
+    expected = {"grid.npz", "meta.json", "grid.mp4", "viewer.html"} | \
+        {f"view_{v:03d}.mp4" for v in range(V)} | {f"time_{t:03d}.mp4" for t in range(T)}
+    assert names == expected
+    frames = np.load(out / "grid.npz")["frames"]
+    assert frames.dtype == np.uint8 and frames.shape == (V, T, H, W, 3)
+    from fourreal_rt.io.video import read_frames
+    row_in, _ = read_frames(row, T, (H, W))
+    col_in, _ = read_frames(col, V, (H, W))
+    assert np.array_equal(frames[0], row_in)                 # row 0 is the (resized) row input, exactly
+    assert np.array_equal(frames[1:, 0], col_in[1:])         # column 0 is the column input, exactly
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == 0 and meta["steps"] == 2 and meta["model"]["name"] == "tiny"
+    assert meta["inputs"]["row"]["sha256"] and "timings_s" in meta
+
+
+def test_same_seed_same_frames_different_seed_different(videos, tmp_path):
+    row, col = videos
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert generate(row, col, tmp_path / name, "--seed", seed).exit_code == 0
+    a, b, c = (np.load(tmp_path / n / "grid.npz")["frames"] for n in "abc")
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a[1:, 1:], c[1:, 1:])
+
+
+def test_existing_output_needs_overwrite(videos, tmp_path):
+    row, col = videos
+    out = tmp_path / "OUT"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = generate(row, col, out)
+    assert r.exit_code == 4 and "exists" in r.output and "--overwrite" in r.output
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]  # untouched
+    assert generate(row, col, out, "--overwrite").exit_code == 0
+    assert (out / "grid.npz").exists() and not (out / "keep.txt").exists()
+
+
+def bad_input_cases(tmp_path, good):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n")
+    truncated = tmp_path / "cut.mp4"
+    data = good.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    short = make_video(tmp_path / "short.mp4", smooth_frames(2, H, W), 8)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    return {"missing": (tmp_path / "nope.mp4", "no such file"), "text": (text, "not a video"),
+            "truncated": (truncated, ""), "short": (short, "has 2 frames"), "empty": (empty, "")}
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "truncated", "short", "empty"])
+@pytest.mark.parametrize("which", ["row", "col"])
+def test_bad_input_is_one_line_nonzero_and_leaves_nothing(videos, tmp_path, case, which):
+    row, col = videos
+    bad, words = bad_input_cases(tmp_path, row)[case]
+    args = (bad, col) if which == "row" else (row, bad)
+    out = tmp_path / "OUT"
+    r = generate(*args, out)
+    assert r.exit_code == 3, r.output
+    err = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and str(bad.name) in err[0] and words in err[0]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".OUT")]   # no temp dir left
+
+
+def test_odd_sizes_and_mismatched_inputs_are_handled_and_recorded(tmp_path):
+    row = make_video(tmp_path / "row.mp4", smooth_frames(5, 37, 51), 12)     # odd size, 12 fps
+    col = make_video(tmp_path / "col.mp4", smooth_frames(5, 40, 40, seed=5), 8)   # other size and fps
+    r = generate(row, col, tmp_path / "OUT")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "OUT" / "meta.json").read_text())
+    assert meta["inputs"]["warnings"]           # different sizes/fps and frame [0,0] mismatch are recorded
+    frames = np.load(tmp_path / "OUT" / "grid.npz")["frames"]
+    assert np.array_equal(frames[0, 0], frames[0, 0]) and frames.shape == (V, T, H, W, 3)
+
+
+def test_unknown_model_fails_before_reading(videos, tmp_path):
+    row, col = videos
+    r = run("generate", row, col, "-o", tmp_path / "OUT", "--model", "no-such-model")
+    assert r.exit_code == 5 and "no such model" in r.output
+
+
+def test_info_runs():
+    r = run("info", "--json")
+    assert r.exit_code == 0
+    d = json.loads(r.output)
+    assert "small" in d["presets"] and d["compiled_kernels"]["present"] in (True, False)
