@@ -73,7 +73,7 @@ def load_model(src: ModelSource, seed: int = 0) -> TwoStreamModel:
     torch.manual_seed(seed)
     model = TwoStreamModel(src.cfg)
     if src.trained:
-        state = load_file(str(src.weights_path))
+        state = {k: v.float() for k, v in load_file(str(src.weights_path)).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ModelNotFoundError(f"{src.weights_path}: weights do not match the config "
@@ -81,11 +81,13 @@ def load_model(src: ModelSource, seed: int = 0) -> TwoStreamModel:
     return model.eval()
 
 
-def save_model(model: TwoStreamModel, directory: Path, extra: dict | None = None) -> Path:
-    """Writes config.json + model.safetensors (fp32 or as stored) into `directory`."""
+def save_model(model: TwoStreamModel, directory: Path, extra: dict | None = None,
+               dtype: torch.dtype = torch.float32) -> Path:
+    """Writes config.json + model.safetensors (floating tensors stored as `dtype`) into `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+             for k, v in model.state_dict().items()}
     tmp = directory / (WEIGHTS_FILE + ".tmp")
     save_file(state, str(tmp))
     os.replace(tmp, directory / WEIGHTS_FILE)

@@ -12,6 +12,7 @@ next call with the same `--out` continues from the checkpoint (weights, AdamW st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -35,24 +36,71 @@ LOG = "train_log.jsonl"
 # data
 # --------------------------------------------------------------------------------------------
 class GridSource:
-    """Batches of ground-truth grids [B, V, T, H, W, 3] in [-1, 1], rendered on the fly."""
+    """Batches of ground-truth grids [B, V, T, H, W, 3] in [-1, 1], rendered on the fly.
 
-    def __init__(self, cfg: GridConfig, device, seed0: int):
+    Sampling a scene (its textures) is CPU work (~0.3 s); rendering is fast on the GPU. So a pool of
+    scenes lives on the device, worker processes keep replacing its oldest entries with new train
+    seeds, and every batch renders random scenes of the pool at a random sub-arc of views and a random
+    time window: each scene yields many different grids.
+    """
+
+    def __init__(self, cfg: GridConfig, device, seed0: int, pool: int = 256, workers: int = 0):
         from ..data import scenes
         self.scenes, self.cfg, self.device = scenes, cfg, device
         self.next_seed = seed0                # train seeds are consumed in order, so resumes continue
+        self.workers = workers
+        self.procs = None
+        if workers > 0:
+            import multiprocessing as mp
+            self.procs = mp.get_context("spawn").Pool(workers)
+        self.pool = self._stack(self._sample(pool))
+        self.pending = None
 
-    def grids(self, batch: int) -> torch.Tensor:
-        c = self.cfg
-        seeds = list(range(self.next_seed, self.next_seed + batch))
-        self.next_seed += batch
-        out = self.scenes.render_batch(seeds, c.views, c.times, c.frame_h, c.frame_w, device=self.device)
-        return out["frames"] * 2 - 1                                             # [B, V, T, H, W, 3]
+    def _sample(self, n: int):
+        seeds = list(range(self.next_seed, self.next_seed + n))
+        self.next_seed += n
+        if self.procs is None:
+            return [self.scenes.sample_scene(s) for s in seeds]
+        return self.procs.map(self.scenes.sample_scene, seeds, chunksize=4)
+
+    def _stack(self, scenes):
+        return self.scenes.stack_scenes(scenes).to(self.device)
+
+    def _refresh(self):
+        """Swap in scenes the workers have finished; queue the next chunk."""
+        if self.procs is None:
+            return
+        if self.pending is not None and self.pending.ready():
+            new = self._stack(self.pending.get())
+            n = new.seed.shape[0]
+            keep = {f.name: getattr(self.pool, f.name)[n:] for f in dataclasses.fields(self.pool)}
+            self.pool = type(self.pool)(**{k: torch.cat([v, getattr(new, k)]) for k, v in keep.items()})
+            self.pending = None
+        if self.pending is None:
+            seeds = list(range(self.next_seed, self.next_seed + 2 * self.workers))
+            self.next_seed += len(seeds)
+            self.pending = self.procs.map_async(self.scenes.sample_scene, seeds, chunksize=2)
+
+    def grids(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        self._refresh()
+        c, dev = self.cfg, self.device
+        P = self.pool.seed.shape[0]
+        idx = torch.randint(0, P, (batch,), generator=gen, device=dev)
+        sub = type(self.pool)(**{f.name: getattr(self.pool, f.name)[idx] for f in dataclasses.fields(self.pool)})
+        u = torch.rand(4, generator=gen, device=dev)
+        v_span, t_span = 0.4 + 0.6 * u[0], 0.4 + 0.6 * u[1]          # a sub-arc and a time window
+        view_pos = (1 - v_span) * u[2] + v_span * torch.linspace(0, 1, c.views, device=dev)
+        times = (1 - t_span) * u[3] + t_span * torch.linspace(0, 1, c.times, device=dev)
+        out = self.scenes.render_batch(sub, c.views, c.times, c.frame_h, c.frame_w, device=dev,
+                                       view_pos=view_pos, times=times)
+        frames = out["frames"] * 2 - 1                                           # [B, V, T, H, W, 3]
+        flip = torch.rand(batch, generator=gen, device=dev) < 0.5               # mirror half the grids
+        return torch.where(flip[:, None, None, None, None, None], frames.flip(-2), frames)
 
     def pseudo4d(self, batch: int, gen: torch.Generator) -> torch.Tensor:
         """Pseudo-4D grids: each grid's fixed-view video swept by continuous 2D affine transforms."""
         from ..data import pseudo4d
-        rows = self.grids(batch)[:, 0]                                          # [B, T, H, W, 3]
+        rows = self.grids(batch, gen)[:, 0]                                      # [B, T, H, W, 3]
         return pseudo4d.pseudo4d_batch(rows, self.cfg.views, generator=gen)     # [B, V, T, H, W, 3]
 
 
@@ -143,11 +191,11 @@ def load_checkpoint(out: Path, model, opt) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
+def lr_at(step: int, progress: float, peak: float, warmup: int = 200) -> float:
+    """Linear warm-up over `warmup` steps, then cosine to 10% over progress ∈ [0, 1] of the run."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def train(args) -> Path:
@@ -175,26 +223,29 @@ def train(args) -> Path:
     model.to(device).train()
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
 
-    info = {"step": 0, "seed_next": 0, "stage": args.stage, "sync": cfg.sync, "argv": sys.argv[1:]}
+    info = {"step": 0, "seed_next": 0, "train_s": 0.0, "stage": args.stage, "sync": cfg.sync, "argv": sys.argv[1:]}
     if (out / CKPT).exists():
         info = load_checkpoint(out, model, opt)
         print(f"resumed {out} at step {info['step']}", flush=True)
     gen = torch.Generator(device=device).manual_seed(args.seed * 1000003 + info["step"])
-    data = GridSource(cfg, device, seed0=info["seed_next"] or args.seed * 1_000_000)
+    data = GridSource(cfg, device, seed0=info["seed_next"] or args.seed * 1_000_000,
+                      pool=args.pool, workers=args.workers)
 
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     t_end = time.time() + args.minutes * 60
+    budget_s = (args.total_minutes or args.minutes) * 60      # the whole run's length, over all chunks
     log = open(out / LOG, "a")
     t_last, losses = time.time(), []
-    while info["step"] < args.steps and time.time() < t_end:
-        step = info["step"]
+    while info["step"] < args.steps and time.time() < t_end and info["train_s"] < budget_s:
+        step, t_step = info["step"], time.time()
+        progress = max(step / args.steps, info["train_s"] / budget_s)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, args.lr)
+            g["lr"] = lr_at(step, progress, args.lr)
         with torch.no_grad():
             if args.stage == 2 and torch.rand((), generator=gen, device=device).item() < args.pseudo_frac:
                 grids = data.pseudo4d(args.batch, gen)
             else:
-                grids = data.grids(args.batch)
+                grids = data.grids(args.batch, gen)
         with amp:
             loss = (stage1_loss if args.stage == 1 else stage2_loss)(model, grids, gen)
         opt.zero_grad(set_to_none=True)
@@ -204,8 +255,10 @@ def train(args) -> Path:
         losses.append(loss.item())
         info["step"] = step + 1
         info["seed_next"] = data.next_seed
+        info["train_s"] += time.time() - t_step
         if info["step"] % args.log_every == 0:
-            rec = {"step": info["step"], "loss": sum(losses) / len(losses), "lr": opt.param_groups[0]["lr"],
+            rec = {"step": info["step"], "train_s": round(info["train_s"], 1),
+                   "loss": sum(losses) / len(losses), "lr": opt.param_groups[0]["lr"],
                    "s_per_step": (time.time() - t_last) / len(losses)}
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
@@ -215,7 +268,7 @@ def train(args) -> Path:
             save_checkpoint(out, model, opt, info)
     save_checkpoint(out, model, opt, info)
     model.eval()
-    save_model(model, out / "model", extra={"stage": args.stage, "train_steps": info["step"],
+    save_model(model, out / "model", dtype=getattr(torch, args.save_dtype), extra={"stage": args.stage, "train_steps": info["step"],
                                             "trained_on": "fourreal_rt.data synthetic scenes (train seeds)"})
     print(f"saved {out / 'model'} at step {info['step']}", flush=True)
     return out / "model"
@@ -230,10 +283,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", default="soft", choices=("soft", "hard", "sequential"), help="stage 2 variant")
     p.add_argument("--steps", type=int, default=20000, help="total optimizer steps (the LR schedule's length)")
     p.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget of this chunk")
+    p.add_argument("--total-minutes", type=float, default=None,
+                   help="training time of the whole run (all chunks): the LR schedule's length [default: --minutes]")
+    p.add_argument("--save-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="dtype of the exported model/ weights")
     p.add_argument("--batch", type=int, default=16, help="grids per step")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--pseudo-frac", type=float, default=0.25, help="stage 2: share of pseudo-4D batches")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=int, default=256, help="scenes kept on the device")
+    p.add_argument("--workers", type=int, default=0, help="processes sampling new scenes into the pool")
     p.add_argument("--device", default="auto")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save-every", type=int, default=500)
