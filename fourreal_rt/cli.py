@@ -37,15 +37,28 @@ def main():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--grid", "grid_size", default=None, metavar="VxT",
+              help="grid size, views x times, each >= the model window [default: as many frames as COL x ROW have]")
+@click.option("--overlap", type=click.IntRange(1), default=None,
+              help="least overlap of neighbouring windows, in frames [default: window // 4, at least 1]")
+@click.option("--dry-run", is_flag=True, help="print the window plan and exit (loads no weights, writes nothing)")
 @click.option("--overwrite", is_flag=True, help="replace an existing output directory")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
-def generate(row, col, out_dir, model_name, steps, seed, device, dtype, overwrite, quiet, as_json):
-    """Generate the grid from ROW (fixed-view video, view 0) and COL (freeze-time video, time 0)."""
+def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_size, overlap, dry_run, overwrite, quiet,
+             as_json):
+    """Generate the grid from ROW (fixed-view video, view 0) and COL (freeze-time video, time 0).
+
+    Grids larger than the model window are generated window by window, sliding along time and then view
+    (see --dry-run for the plan).
+    """
+    from pathlib import Path
+
     from .io.outputs import check_output_dir
-    from .io.video import InputError, read_inputs
+    from .io.video import InputError, probe, read_inputs
     from .model.weights import ModelNotFoundError, resolve
     from .runtime.pipeline import DEFAULT_STEPS, Pipeline
+    from .runtime.windows import generate_grid, parse_grid, plan_windows
 
     t0 = time.perf_counter()
     steps = steps or DEFAULT_STEPS
@@ -53,13 +66,33 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, overwrit
         src = resolve(model_name)
     except ModelNotFoundError as e:
         fail(EXIT_MODEL, str(e))
+    cfg = src.cfg
+    try:
+        V, T = parse_grid(grid_size) if grid_size else (None, None)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--grid")
+    try:  # probing demuxes only; the grid defaults to every frame the inputs have, at least the window
+        counts = {"row": probe(row).frame_count, "col": probe(col).frame_count}
+    except InputError as e:
+        fail(EXIT_INPUT, str(e))
+    if V is None:
+        V, T = max(cfg.views, counts["col"]), max(cfg.times, counts["row"])
+    try:
+        plan = plan_windows(V, T, (cfg.views, cfg.times), overlap, seed)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--grid/--overlap")
+    if dry_run:
+        for path, have, need in ((row, counts["row"], T), (col, counts["col"], V)):
+            if have < need:
+                fail(EXIT_INPUT, str(InputError(path, f"has {have} frames, the grid needs {need}")))
+        click.echo(json.dumps(plan.to_dict()) if as_json else plan.describe())
+        return
     try:
         check_output_dir(out_dir, overwrite)
     except InputError as e:
         fail(EXIT_OUTPUT, str(e))
-    cfg = src.cfg
     try:
-        row_f, col_f, report = read_inputs(row, col, cfg.views, cfg.times, (cfg.frame_h, cfg.frame_w))
+        row_f, col_f, report = read_inputs(row, col, V, T, (cfg.frame_h, cfg.frame_w))
     except InputError as e:
         fail(EXIT_INPUT, str(e))
     for w in report.get("warnings", []):
@@ -75,8 +108,25 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, overwrit
     t_load = time.perf_counter()
 
     from tqdm import tqdm
-    with tqdm(total=steps, desc="denoising", unit="step", file=sys.stderr, disable=quiet) as bar:
-        grid = pipe(row_f, col_f, steps=steps, seed=seed, progress=lambda i: bar.update(1))
+    if not quiet and not as_json:
+        click.echo(plan.describe().split("\n")[0], err=True)
+    bars = []
+
+    def window_start(w):  # one progress bar per window, under the bar of windows
+        bars.append(tqdm(total=steps, desc=f"window {w.index + 1}/{len(plan)} (views {w.v0}-{w.v0 + w.nv - 1}, "
+                         f"times {w.t0}-{w.t0 + w.nt - 1})", unit="step", file=sys.stderr, disable=quiet,
+                         leave=False, position=1))
+        return lambda i: bars[-1].update(1)
+
+    def window_done(w, seconds):
+        bars.pop().close()
+        wbar.update(1)
+
+    scratch = Path(out_dir).absolute().parent  # where a grid too big for memory is spooled
+    with tqdm(total=len(plan), desc="windows", unit="window", file=sys.stderr, disable=quiet, position=0) as wbar:
+        grid = generate_grid(pipe, row_f, col_f, steps=steps, seed=seed, overlap=overlap,
+                             scratch_dir=scratch if scratch.is_dir() else None,
+                             on_window_start=window_start, on_window_done=window_done)
     t_gen = time.perf_counter()
     grid.meta["inputs"] = report
     grid.meta["timings_s"].update({"read_inputs": round(t_read - t0, 3), "load_model": round(t_load - t_read, 3)})
@@ -89,7 +139,8 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, overwrit
         fail(EXIT_OUTPUT, f"{out_dir}: cannot write output ({e.strerror or e})")
     total = time.perf_counter() - t0
     summary = {"out": str(path), "frames": list(grid.frames.shape), "model": src.name, "trained": src.trained,
-               "steps": steps, "seed": seed, "device": str(pipe.device), "generate_s": round(t_gen - t_load, 3),
+               "steps": steps, "seed": seed, "device": str(pipe.device), "windows": len(plan),
+               "generate_s": round(t_gen - t_load, 3),
                "total_s": round(total, 3)}
     if as_json:
         click.echo(json.dumps(summary))
