@@ -9,7 +9,8 @@ motion:
 
 The transforms are built in aspect-corrected normalised coordinates (x spans [-W/H, W/H], y spans
 [-1, 1]), so a rotation is a rotation on screen, then converted to `F.affine_grid`'s normalised
-coordinates. Random draws use a CPU `torch.Generator`, so a seed gives the same transforms on any device.
+coordinates. Random draws use the given `torch.Generator` (on its own device), or a CPU one seeded by
+`seed`, so a seed gives the same transforms on any device.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def sample_affine_path(B: int, V: int, H: int, W: int, generator: torch.Generato
     fraction v / (V - 1) of each (zoom in log space).
     """
     g = _generator(generator, seed)
-    u = torch.rand(B, 6, generator=g)                                          # [B, 6] in [0, 1)
+    u = torch.rand(B, 6, generator=g, device=g.device).cpu()                   # [B, 6] in [0, 1)
     shift = (2 * u[:, 0:2] - 1) * max_shift                                    # [B, 2]
     rot = (2 * u[:, 2] - 1) * math.radians(max_rot_deg)                        # [B]
     logz = math.log(zoom[0]) + u[:, 3] * (math.log(zoom[1]) - math.log(zoom[0]))
@@ -87,6 +88,12 @@ def pseudo4d_grid(video: torch.Tensor, V: int = 8, generator: torch.Generator | 
     theta = sample_affine_path(B, V, H, W, generator, seed=seed, device=videos.device, **ranges)
     out = apply_affine_path(videos.float(), theta, padding_mode)
     return out[0] if single else out
+
+
+def pseudo4d_batch(videos: torch.Tensor, V: int = 8, generator: torch.Generator | None = None, *,
+                   seed: int | None = None, padding_mode: str = "reflection", **ranges) -> torch.Tensor:
+    """videos [B, T, H, W, 3] -> pseudo-4D grids [B, V, T, H, W, 3] (grid[:, 0] = videos)."""
+    return pseudo4d_grid(videos, V, generator, seed=seed, padding_mode=padding_mode, **ranges)
 
 
 def pseudo4d_from_scenes(scenes: Iterable[int] | Iterable[Scene] | Scene, V: int = 8, T: int = 8, H: int = 72,

@@ -823,11 +823,13 @@ def render_batch(scenes: Iterable[int] | Iterable[Scene] | Scene, V: int = 8, T:
     per_scene = V * T * (H * W + ((H + 1) * (W + 1) if antialias else 0))
     if max_rays is None:   # bounds peak memory: ~1 KB a ray on CPU in the worst case (5 slots used)
         max_rays = 24_000_000 if torch.device(device).type == "cuda" else 2_000_000
-    chunk = max(1, max_rays // per_scene)
+    chunk = max(1, max_rays // per_scene)                                      # whole scenes a call
+    tc = T if chunk > 1 else max(1, min(T, max_rays * T // per_scene))         # else frames a call
     outs = []
     for s in range(0, B, chunk):
         part = Scene(**{f.name: getattr(batch, f.name)[s:s + chunk] for f in dataclasses.fields(Scene)})
-        outs.append(_render(part, view_pos, times, H, W, antialias))
+        pieces = [_render(part, view_pos, times[i:i + tc], H, W, antialias) for i in range(0, T, tc)]
+        outs.append((torch.cat([p[0] for p in pieces], 2), torch.cat([p[1] for p in pieces], 2), pieces[0][2]))
     frames, depth, c2w = (torch.cat(x) for x in zip(*outs))
     return dict(frames=frames, depth=depth, K=intrinsics(H, W, device), cam_to_world=c2w)
 
@@ -837,6 +839,6 @@ def render_grid(scene: Scene | int, V: int = 8, T: int = 8, H: int = 72, W: int 
                 antialias: bool = True) -> dict:
     """One scene (or seed) -> dict(frames [V, T, H, W, 3] in [0, 1], depth [V, T, H, W], K [3, 3],
     cam_to_world [V, 4, 4]). Camera v is the same at all times; time t moves the objects."""
-    scene = sample_scene(scene) if isinstance(scene, int) else scene
+    scene = scene if isinstance(scene, Scene) else sample_scene(int(scene))
     out = render_batch([scene], V, T, H, W, device, view_pos=view_pos, times=times, antialias=antialias)
     return dict(frames=out["frames"][0], depth=out["depth"][0], K=out["K"], cam_to_world=out["cam_to_world"][0])
