@@ -1,0 +1,147 @@
+"""Quality against ground truth on held-out synthetic test grids (issue 3; paper §4.3 ablation).
+
+For N test scenes (TEST_SEEDS, never trained on) the true 8x8 grid is rendered; row 0 and column 0
+are given; every method fills the rest. Scores over generated frames only: PSNR, SSIM, and a
+3D-consistency error (each generated view reprojected into its neighbour with the TRUE depth and
+poses; mean absolute error in 8-bit levels over valid, unoccluded pixels).
+
+    python benchmarks/quality.py --stage1 M1 --soft M2 --hard M3 --sequential M4 [--n 32] [--steps 16]
+
+Methods: copy-nearest and additive baselines; the trained soft / hard / sequential models; the
+training-free syncs (average, weighted) built on the stage-1 blocks.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fourreal_rt.data import quality  # noqa: E402
+from fourreal_rt.data.scenes import TEST_SEEDS, render_batch  # noqa: E402
+from fourreal_rt.model.twostream import TwoStreamModel  # noqa: E402
+from fourreal_rt.model.weights import load_model, resolve  # noqa: E402
+from fourreal_rt.runtime.pipeline import DEFAULT_STEPS, to_model_range, to_uint8  # noqa: E402
+from fourreal_rt.sampler import sample  # noqa: E402
+
+
+def consistency(pred_u8: np.ndarray, depth, K, c2w) -> float:
+    """Reprojection MAE (8-bit levels) of a predicted grid under the true geometry."""
+    from fourreal_rt.data.consistency import reprojection_error
+    frames = torch.from_numpy(pred_u8).float() / 255.0
+    r = reprojection_error(frames, depth.cpu(), K.cpu(), c2w.cpu())
+    return float(r["mae"] * 255.0)
+
+
+@torch.no_grad()
+def generate(model, truth_u8: np.ndarray, steps: int, seed: int, device, dtype, batch: int) -> np.ndarray:
+    """truth_u8: [B, V, T, H, W, 3]; only row 0 and column 0 are shown to the model."""
+    B, V, T = truth_u8.shape[:3]
+    mask = torch.from_numpy(quality.given_mask(V, T))
+    out = []
+    for i in range(0, B, batch):
+        known = to_model_range(torch.from_numpy(truth_u8[i:i + batch]))           # [b, V, T, H, W, 3]
+        m = mask.expand(known.shape[0], V, T).to(device)
+        known = torch.where(m.cpu()[..., None, None, None], known, torch.zeros(()))
+        x0 = sample(model, known.to(device), m, steps=steps, seed=seed + i, dtype=dtype)
+        out.append(to_uint8(x0).cpu().numpy())
+    res = np.concatenate(out)
+    res[:, mask.numpy()] = truth_u8[:, mask.numpy()]
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--stage1", help="stage-1 model dir (for the training-free syncs)")
+    ap.add_argument("--soft"), ap.add_argument("--hard"), ap.add_argument("--sequential")
+    ap.add_argument("--n", type=int, default=32, help="number of held-out test grids")
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--results-md", help="replace the quality table in this RESULTS.md")
+    args = ap.parse_args()
+    print(vars(args), flush=True)
+    dev = torch.device(args.device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+
+    seeds = list(TEST_SEEDS[:args.n])
+    r = render_batch(seeds, 8, 8, 72, 128, device=dev)
+    truth = (r["frames"] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()   # [N, V, T, H, W, 3]
+
+    methods = {"copy-nearest": lambda: np.stack([quality.copy_nearest(g) for g in truth]),
+               "additive": lambda: np.stack([quality.additive(g) for g in truth])}
+
+    def model_method(path, sync=None):
+        def run():
+            src = resolve(path)
+            m = load_model(src)
+            if sync is not None:     # training-free syncs on the stage-1 blocks
+                m = TwoStreamModel(src.cfg.replace(sync=sync), base=m.base)
+            m = m.to(dev, dtype).eval()
+            return generate(m, truth, args.steps, 0, dev, dtype, args.batch)
+        return run
+
+    if args.stage1:
+        methods["average (training-free)"] = model_method(args.stage1, "average")
+        methods["weighted (training-free)"] = model_method(args.stage1, "weighted")
+    for name in ("sequential", "hard", "soft"):
+        if getattr(args, name):
+            methods[f"{name} (trained)"] = model_method(getattr(args, name))
+
+    rows = []
+    for name, fn in methods.items():
+        t0 = time.time()
+        pred = fn()
+        gen_s = time.time() - t0
+        p = [quality.psnr(a, b) for a, b in zip(pred, truth)]
+        s = [quality.ssim(a, b) for a, b in zip(pred, truth)]
+        c = [consistency(pred[i], r["depth"][i], r["K"], r["cam_to_world"][i]) for i in range(len(truth))]
+        rows.append({"method": name, "psnr": float(np.mean(p)), "psnr_std": float(np.std(p)),
+                     "ssim": float(np.mean(s)), "reproj_mae": float(np.mean(c)), "seconds": round(gen_s, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    truth_c = float(np.mean([consistency(truth[i], r["depth"][i], r["K"], r["cam_to_world"][i])
+                             for i in range(len(truth))]))
+    rows.append({"method": "ground truth (reference)", "psnr": float("inf"), "psnr_std": 0.0, "ssim": 1.0,
+                 "reproj_mae": truth_c, "seconds": 0.0})
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    device_name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
+    result = {"rows": rows, "n": args.n, "steps": args.steps, "device": device_name, "commit": commit,
+              "date": datetime.date.today().isoformat(), "argv": sys.argv[1:]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    table = ["| method | PSNR (dB) ↑ | SSIM ↑ | reprojection MAE (8-bit) ↓ |", "|---|---|---|---|"]
+    for row in rows:
+        ps = "—" if row["psnr"] == float("inf") else f"{row['psnr']:.2f} ± {row['psnr_std']:.2f}"
+        table.append(f"| {row['method']} | {ps} | {row['ssim']:.3f} | {row['reproj_mae']:.2f} |")
+    print("\n".join(table))
+    if args.results_md:
+        write_section(Path(args.results_md), "quality", "\n".join(table) + "\n\n" +
+                      f"{args.n} held-out test grids (TEST_SEEDS[:{args.n}]), 8x8 at 72x128, {args.steps} Euler steps, "
+                      f"device {device_name}, date {result['date']}, commit {commit}.\n"
+                      f"Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`\n")
+
+
+def write_section(path: Path, key: str, body: str):
+    """Replace the text between <!-- key:begin --> and <!-- key:end --> (appending the markers if absent)."""
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        text = text[:text.index(begin) + len(begin)] + "\n" + body + text[text.index(end):]
+    else:
+        text += f"\n{begin}\n{body}{end}\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
