@@ -52,7 +52,7 @@ class GridSource:
         self.procs = None
         if workers > 0:
             import multiprocessing as mp
-            self.procs = mp.get_context("spawn").Pool(workers)
+            self.procs = mp.get_context("spawn").Pool(workers, initializer=torch.set_num_threads, initargs=(1,))
         self.pool = self._stack(self._sample(pool))
         self.pending = None
 
@@ -199,6 +199,7 @@ def lr_at(step: int, progress: float, peak: float, warmup: int = 200) -> float:
 
 
 def train(args) -> Path:
+    t_end = time.time() + args.minutes * 60                  # the chunk's budget includes set-up
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -232,7 +233,6 @@ def train(args) -> Path:
                       pool=args.pool, workers=args.workers)
 
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    t_end = time.time() + args.minutes * 60
     budget_s = (args.total_minutes or args.minutes) * 60      # the whole run's length, over all chunks
     log = open(out / LOG, "a")
     t_last, losses = time.time(), []
@@ -295,7 +295,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes sampling new scenes into the pool")
     p.add_argument("--device", default="auto")
     p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--save-every", type=int, default=100)
     return p
 
 
