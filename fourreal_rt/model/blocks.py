@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
+from ..ops.fused import mlp
 from .config import GridConfig
 
 DYNAMIC, FREEZE_TIME = 0, 1   # context ids: c^t ("dynamic video") and c^v ("freeze-time video")
@@ -61,7 +62,7 @@ class Block(nn.Module):
         h = ops.modulated_layernorm(x, sh1, sc1)
         x = ops.gated_residual(x, (attn or self.attn)(h, rope, axis), g1)
         h = ops.modulated_layernorm(x, sh2, sc2)
-        return ops.gated_residual(x, self.fc2(F.gelu(self.fc1(h), approximate="tanh")), g2)
+        return ops.gated_residual(x, mlp(h, self.fc1, self.fc2), g2)            # fc2(GELU_tanh(fc1(h)))
 
 
 class BaseVideoModel(nn.Module):

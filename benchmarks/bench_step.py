@@ -1,0 +1,202 @@
+"""One denoising step of the two-stream model: ours vs PyTorch eager vs torch.compile, in one process.
+
+    python benchmarks/bench_step.py [--preset paper] [--iters 10] [--warmup 3] [--no-compile] [--no-fp8]
+
+The model is the repo's TwoStreamModel (paper preset: 8 x 8 grid of 288 x 512 frames, 24 blocks x 1024 channels,
+8 heads x 128, soft sync) with random non-zero weights (sync layers included), bf16, batch 1.
+  eager    the model as written (PyTorch twins of the grid ops, SDPA with PyTorch's default backend);
+  compile  torch.compile of that model;
+  ours     the same model inside `use_custom_ops()`: our CUDA kernels (csrc/) for the grid ops, the MLP's GELU in
+           the GEMM epilogue; "+graph" replays the step as one CUDA graph;
+  ours fp8 ours with the block linears swapped for e4m3 row-wise FP8Linear (fourreal_rt/ops/fp8.py).
+Each line: median of --iters CUDA-event timings after --warmup calls, TFLOP/s from the analytic count, the share
+of the 989 TFLOP/s dense-bf16 floor, and speed-ups against eager and compile. Output error of each route against
+an fp32 run of the same model closes the report (relative L2 and PSNR of the velocity).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_kernels import cuda_time, median  # noqa: E402
+from fourreal_rt import ops  # noqa: E402
+from fourreal_rt.model import PRESETS, TwoStreamModel  # noqa: E402
+from fourreal_rt.model.blocks import IN_CHANNELS  # noqa: E402
+from fourreal_rt.ops import backend, fp8  # noqa: E402
+
+FLOOR_TFLOPS = 989.0  # H100/H200 dense bf16 datasheet rate
+
+
+def step_flops(cfg, B: int = 1) -> float:
+    """Matrix FLOPs of one denoiser call: both streams' blocks, syncs, patch embedding and the two heads."""
+    N, D, p = cfg.tokens_per_frame, cfg.dim, cfg.patch
+    tok = B * cfg.views * cfg.times * N                                   # tokens of one stream
+    hidden = int(cfg.mlp_ratio * D)
+    lin = 2 * tok * (3 * D * D + D * D + 2 * D * hidden)                  # qkv, proj, fc1, fc2
+    att_time = 4 * tok * (cfg.times * N) * D                              # rows: sequences of T*N tokens
+    att_view = 4 * tok * (cfg.views * N) * D                              # columns: sequences of V*N tokens
+    sync = {"soft": 2 * tok * (2 * D) ** 2, "hard": 2 * tok * 2 * D * D}.get(cfg.sync, 0)
+    blocks = cfg.depth * (2 * lin + att_time + att_view + sync)
+    embed = 2 * tok * IN_CHANNELS * p * p * D
+    heads = 2 * (2 * tok * D * 3 * p * p)
+    return blocks + embed + heads
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-zero random weights everywhere (the zero-initialised adaLN and sync layers too), scaled so that 24 blocks
+    keep activations of order one."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() < 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+                continue
+            std = 1.0 / math.sqrt(p.shape[-1])
+            if ".ada." in name or name.startswith("base.final_ada"):
+                std *= 0.3                                                 # modest shift/scale/gate
+            elif name.startswith("syncs."):
+                std *= 0.2                                                 # a soft sync that exchanges a little
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def inputs(cfg, device, dtype, seed: int = 1):
+    g = torch.Generator(device).manual_seed(seed)
+    shape = (1, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
+    x = torch.randn(shape, generator=g, device=device).to(dtype)          # [B, V, T, H, W, 3]
+    known = torch.randn(shape, generator=g, device=device).clamp(-1, 1).to(dtype)
+    mask = torch.zeros(1, cfg.views, cfg.times, dtype=torch.bool, device=device)
+    mask[:, 0] = mask[:, :, 0] = True                                     # row 0 and column 0 known
+    sigma = torch.tensor([0.6], device=device)
+    return x, known, mask, sigma
+
+
+def graphed(fn):
+    """Captures fn() in a CUDA graph (after warm-up on a side stream); returns (replay, output)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph.replay, out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="paper", choices=sorted(PRESETS))
+    ap.add_argument("--sync", default="soft")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-fp8", action="store_true")
+    ap.add_argument("--no-ref", action="store_true", help="skip the fp32 reference run (error report)")
+    args = ap.parse_args()
+    dev, bf = "cuda", torch.bfloat16
+    cfg = PRESETS[args.preset].replace(sync=args.sync)
+    flop = step_flops(cfg)
+    print(json.dumps({"args": vars(args), "torch": torch.__version__, "device": torch.cuda.get_device_name(),
+                      "cudnn": torch.backends.cudnn.version(), "kernels": backend.status(),
+                      "tflop_per_step": round(flop / 1e12, 2)}), flush=True)
+    assert backend.available(), "the compiled kernels did not load"
+
+    model = randomize(TwoStreamModel(cfg)).to(dev, bf).eval()
+    print(f"params {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M", flush=True)
+    x, known, mask, sigma = inputs(cfg, dev, bf)
+    results, outputs = {}, {}
+
+    def report(name, fn, iters=args.iters):
+        torch.cuda.synchronize()
+        times = cuda_time(fn, iters, args.warmup)
+        ms = median(times)
+        results[name] = ms
+        tf = flop / ms / 1e9
+        vs_e = f"{results['eager'] / ms:5.2f}x eager" if "eager" in results else ""
+        vs_c = f"{results['compile'] / ms:5.2f}x compile" if "compile" in results else ""
+        print(f"{name:<18} {ms:9.2f} ms  (min {min(times):.2f}, max {max(times):.2f}, n={len(times)})  "
+              f"{tf:6.1f} TFLOP/s  {tf / FLOOR_TFLOPS * 100:5.1f}% of 989  {vs_e}  {vs_c}", flush=True)
+
+    with torch.inference_mode():
+        step = lambda: model(x, known, mask, sigma)  # noqa: E731
+        report("eager", step)
+        outputs["eager"] = step().float()
+
+        def ours():
+            with ops.use_custom_ops():
+                return model(x, known, mask, sigma)
+        report("ours", ours)
+        outputs["ours"] = ours().float()
+        try:
+            replay, out_g = graphed(ours)
+            report("ours+graph", replay)
+            outputs["ours+graph"] = out_g.float()
+        except Exception as e:
+            print(f"ours+graph: capture failed: {type(e).__name__}: {e}", flush=True)
+
+        if not args.no_fp8:
+            m8 = copy.deepcopy(model)
+            swapped = fp8.convert_to_fp8(m8)
+
+            def ours8():
+                with ops.use_custom_ops():
+                    return m8(x, known, mask, sigma)
+            print(f"fp8: {swapped} linears swapped to e4m3 row-wise", flush=True)
+            try:
+                replay8, out8 = graphed(ours8)
+                report("ours fp8+graph", replay8)
+            except Exception as e:
+                print(f"ours fp8+graph: capture failed ({type(e).__name__}: {e}); timing without a graph", flush=True)
+                report("ours fp8", ours8)
+                out8 = ours8()
+            outputs["ours fp8"] = out8.float()
+            del m8
+
+        if not args.no_ref:  # errors against an fp32 run of the same weights and inputs
+            ref_model = copy.deepcopy(model).float()
+            prev = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = False
+            ref = ref_model(x.float(), known.float(), mask, sigma).double()
+            torch.backends.cuda.matmul.allow_tf32 = prev
+            del ref_model
+            peak = (ref.max() - ref.min()).item()
+            quality = {}
+            for name, out in outputs.items():
+                d = out.double() - ref
+                rel = (d.norm() / ref.norm()).item()
+                psnr = 20 * math.log10(peak / max(d.pow(2).mean().sqrt().item(), 1e-30))
+                quality[name] = {"rel_l2": rel, "psnr_db": psnr, "finite": bool(torch.isfinite(out).all())}
+                print(f"error vs fp32  {name:<16} rel L2 {rel:.2e}  PSNR {psnr:6.2f} dB  finite "
+                      f"{quality[name]['finite']}", flush=True)
+            results["quality"] = quality
+
+        if not args.no_compile:  # last: its compilation is the slowest part of the run
+            t0 = time.time()
+            compiled = torch.compile(model)
+            compiled(x, known, mask, sigma)
+            torch.cuda.synchronize()
+            print(f"torch.compile: first call (compilation) {time.time() - t0:.1f} s", flush=True)
+            report("compile", lambda: compiled(x, known, mask, sigma))
+            for name in ("ours", "ours+graph", "ours fp8+graph", "ours fp8"):
+                if name in results:
+                    print(f"  {name:<16} {results['compile'] / results[name]:.3f}x compile, "
+                          f"{results['eager'] / results[name]:.3f}x eager", flush=True)
+    results["tflop_per_step"] = flop / 1e12
+    results["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    print(json.dumps({"step": results}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

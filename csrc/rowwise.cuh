@@ -1,0 +1,136 @@
+// Row-wise kernel templates shared by modulated_layernorm, gated_residual and soft_sync: one warp per token row
+// of D channels, fp32 arithmetic, one rounding on the way out. Up to two "streams" (the view and time streams
+// of a sync layer) run in one launch through blockIdx.y.
+#pragma once
+
+#include "common.cuh"
+#include "rowwise_params.h"
+
+namespace fourreal {
+
+// out[r, :] = LayerNorm(x[r, :]) * (1 + scale[b, :]) + shift[b, :], b = r / rows_per_batch.
+// The row stays in registers: lane `l` holds chunks l, l + 32, ... (NIT of them) of VEC channels each.
+template <typename T, int VEC, int NIT>
+__global__ void __launch_bounds__(256) modln_kernel(const ModLNParams p) {
+  const ModLNStream& s = p.s[blockIdx.y];
+  const int lane = threadIdx.x & 31;
+  const int nchunk = p.D / VEC;
+  const float inv_d = 1.0f / static_cast<float>(p.D);
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  const T* __restrict__ x = static_cast<const T*>(s.x);
+  T* __restrict__ out = static_cast<T*>(s.out);
+
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < p.rows; r += warps) {
+    const T* __restrict__ xr = x + s.x_rows.offset(r);
+    float v[NIT][VEC];
+    float sum = 0.f;
+#pragma unroll
+    for (int it = 0; it < NIT; ++it) {
+      const int c = it * 32 + lane;
+      if (c < nchunk) {
+        load_vec<T, VEC>(xr + c * VEC, v[it]);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) sum += v[it][i];
+      } else {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) v[it][i] = 0.f;
+      }
+    }
+    const float mean = warp_sum(sum) * inv_d;
+    float sq = 0.f;
+#pragma unroll
+    for (int it = 0; it < NIT; ++it) {
+      if (it * 32 + lane < nchunk) {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          const float d = v[it][i] - mean;
+          sq += d * d;
+        }
+      }
+    }
+    const float rstd = rsqrtf(warp_sum(sq) * inv_d + p.eps);
+    const int64_t b = r / p.rows_per_batch;
+    const float* __restrict__ sh = s.shift + b * s.shift_stride;
+    const float* __restrict__ sc = s.scale + b * s.scale_stride;
+    T* __restrict__ orow = out + r * s.out_stride;
+#pragma unroll
+    for (int it = 0; it < NIT; ++it) {
+      const int c = it * 32 + lane;
+      if (c < nchunk) {
+        float a[VEC], m[VEC], o[VEC];
+        load_f32<VEC>(sc + c * VEC, m);
+        load_f32<VEC>(sh + c * VEC, a);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) o[i] = (v[it][i] - mean) * rstd * (1.f + m[i]) + a[i];
+        store_vec<T, VEC>(orow + c * VEC, o);
+      }
+    }
+  }
+}
+
+// out[r, :] = x[r, :] + gate[b, :] * y[r, :]  (gate == nullptr: gate = 1), b = r / rows_per_batch.
+template <typename T, int VEC>
+__global__ void __launch_bounds__(256) residual_kernel(const ResidualParams p) {
+  const ResidualStream& s = p.s[blockIdx.y];
+  const int lane = threadIdx.x & 31;
+  const int nchunk = p.D / VEC;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
+  const T* __restrict__ x = static_cast<const T*>(s.x);
+  const T* __restrict__ y = static_cast<const T*>(s.y);
+  T* __restrict__ out = static_cast<T*>(s.out);
+
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < p.rows; r += warps) {
+    const T* __restrict__ xr = x + s.x_rows.offset(r);
+    const T* __restrict__ yr = y + s.y_rows.offset(r);
+    const float* __restrict__ g = s.gate ? s.gate + (r / p.rows_per_batch) * s.gate_stride : nullptr;
+    T* __restrict__ orow = out + r * s.out_stride;
+#pragma unroll 4
+    for (int c = lane; c < nchunk; c += 32) {
+      float a[VEC], b[VEC], o[VEC];
+      load_vec<T, VEC>(xr + c * VEC, a);
+      load_vec<T, VEC>(yr + c * VEC, b);
+      if (g) {
+        float m[VEC];
+        load_f32<VEC>(g + c * VEC, m);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) o[i] = fmaf(m[i], b[i], a[i]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) o[i] = a[i] + b[i];
+      }
+      store_vec<T, VEC>(orow + c * VEC, o);
+    }
+  }
+}
+
+constexpr int kRowThreads = 256;  // 8 warps = 8 rows a block
+constexpr int kRowsPerBlock = kRowThreads / 32;
+
+// Vector width: 16 bytes when every row start, the channel count and the fp32 vectors allow it, else 1.
+template <typename T>
+inline bool modln_can_vectorize(const ModLNParams& p, int nstreams) {
+  constexpr int V = 16 / sizeof(T);
+  if (p.D % V) return false;
+  for (int i = 0; i < nstreams; ++i) {
+    const ModLNStream& s = p.s[i];
+    if (!ptr_aligned(s.x, 16) || !rows_aligned(s.x_rows, V) || !ptr_aligned(s.out, 16) || s.out_stride % V) return false;
+    if (!ptr_aligned(s.shift, 16) || !ptr_aligned(s.scale, 16) || s.shift_stride % 4 || s.scale_stride % 4) return false;
+  }
+  return true;
+}
+
+template <typename T>
+inline bool residual_can_vectorize(const ResidualParams& p, int nstreams) {
+  constexpr int V = 16 / sizeof(T);
+  if (p.D % V) return false;
+  for (int i = 0; i < nstreams; ++i) {
+    const ResidualStream& s = p.s[i];
+    if (!ptr_aligned(s.x, 16) || !rows_aligned(s.x_rows, V) || !ptr_aligned(s.y, 16) || !rows_aligned(s.y_rows, V))
+      return false;
+    if (!ptr_aligned(s.out, 16) || s.out_stride % V) return false;
+    if (s.gate && (!ptr_aligned(s.gate, 16) || s.gate_stride % 4)) return false;
+  }
+  return true;
+}
+
+}  // namespace fourreal

@@ -1,0 +1,91 @@
+"""FP8 (e4m3) linears with row-wise scales, selectable at run time.
+
+`convert_to_fp8(model)` swaps the block linears (qkv, proj, fc1, fc2) for `FP8Linear`: the weight is quantized
+once per output channel, the activations per token on the fly (our kernel `fourreal_C::quantize_fp8_rowwise` on
+CUDA, `quantize_rowwise_twin` elsewhere), and the product runs in `torch._scaled_mm` with fp32 scales and a bf16
+output. On CPU, `FP8Linear` emulates the same arithmetic (quantize, dequantize, bf16/fp32 matmul), so the FP8
+path can be tested anywhere. Its quality cost is measured in benchmarks/bench_step.py (RESULTS.md); it is off
+unless asked for.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import backend
+
+E4M3_MAX = 448.0
+DEFAULT_TARGETS = ("qkv", "proj", "fc1", "fc2")
+
+
+def quantize_rowwise_twin(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: [M, K] -> (q [M, K] float8_e4m3fn, scale [M, 1] fp32), x ≈ q * scale (of tanh-GELU(x) if gelu)."""
+    xf = x.float()
+    if gelu:
+        xf = F.gelu(xf, approximate="tanh")
+    amax = xf.abs().amax(-1, keepdim=True).clamp(min=1e-12)            # [M, 1]
+    q = (xf * (E4M3_MAX / amax)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return q, amax / E4M3_MAX
+
+
+def quantize_rowwise(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """As `quantize_rowwise_twin`, on our CUDA kernel when it is loaded. x: [M, K]."""
+    if x.is_cuda and x.dim() == 2 and x.dtype in (torch.bfloat16, torch.float32) and backend.load() is not None:
+        q = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device)   # [M, K]
+        scale = torch.empty(x.shape[0], 1, dtype=torch.float32, device=x.device)  # [M, 1]
+        torch.ops.fourreal_C.quantize_fp8_rowwise(x, gelu, q, scale)
+        return q, scale
+    return quantize_rowwise_twin(x, gelu)
+
+
+class FP8Linear(nn.Module):
+    """y = x W^T + b with e4m3 operands: W per output channel, x per token, fp32 accumulation, bf16 output."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        w = linear.weight.detach()                                           # [N, K]
+        wq, ws = quantize_rowwise(w)                                         # [N, K] e4m3, [N, 1]
+        self.register_buffer("weight_q", wq)
+        self.register_buffer("weight_scale", ws.reshape(1, -1).contiguous())  # [1, N]
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self.out_dtype = w.dtype
+        self._bias_in_mm = True  # cleared if this torch's row-wise _scaled_mm takes no bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 row-wise"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., K] -> [..., N]."""
+        lead = x.shape[:-1]
+        xq, xs = quantize_rowwise(x.reshape(-1, self.in_features))          # [M, K], [M, 1]
+        return self.forward_quantized(xq, xs).view(*lead, self.out_features)
+
+    def forward_quantized(self, xq: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """xq: [M, K] e4m3, xs: [M, 1] fp32 -> [M, N] in the layer's dtype."""
+        if not xq.is_cuda:  # emulation: the same quantized operands, dequantized
+            w = self.weight_q.float() * self.weight_scale.t()               # [N, K]
+            return F.linear(xq.float() * xs, w, None if self.bias is None else self.bias.float()).to(self.out_dtype)
+        if self._bias_in_mm:
+            try:
+                return torch._scaled_mm(xq, self.weight_q.t(), scale_a=xs, scale_b=self.weight_scale, bias=self.bias,
+                                        out_dtype=self.out_dtype, use_fast_accum=True)
+            except RuntimeError:
+                self._bias_in_mm = False
+        out = torch._scaled_mm(xq, self.weight_q.t(), scale_a=xs, scale_b=self.weight_scale,
+                               out_dtype=self.out_dtype, use_fast_accum=True)
+        return out if self.bias is None else out + self.bias
+
+
+def convert_to_fp8(model: nn.Module, targets=DEFAULT_TARGETS) -> int:
+    """Swaps every nn.Linear whose attribute name is in `targets` (and whose sizes are multiples of 16, as the FP8
+    GEMM needs) for an FP8Linear, in place. Returns how many were swapped."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if (name in targets and type(child) is nn.Linear and child.in_features % 16 == 0
+                    and child.out_features % 16 == 0):
+                setattr(parent, name, FP8Linear(child))
+                swapped += 1
+    return swapped
