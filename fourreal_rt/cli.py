@@ -42,11 +42,14 @@ def main():
 @click.option("--overlap", type=click.IntRange(1), default=None,
               help="least overlap of neighbouring windows, in frames [default: window // 4, at least 1]")
 @click.option("--dry-run", is_flag=True, help="print the window plan and exit (loads no weights, writes nothing)")
+@click.option("--engine", "engine_dir", default=None, metavar="ENGINE",
+              help="engine directory from `build-engine`; replaces --model (its manifest gives the model, steps, "
+                   "dtype and device). Engines are code: use only engines you trust")
 @click.option("--overwrite", is_flag=True, help="replace an existing output directory")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
 def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_size, overlap, dry_run, overwrite, quiet,
-             as_json):
+             as_json, engine_dir=None):
     """Generate the grid from ROW (fixed-view video, view 0) and COL (freeze-time video, time 0).
 
     Grids larger than the model window are generated window by window, sliding along time and then view
@@ -61,9 +64,20 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
     from .runtime.windows import generate_grid, parse_grid, plan_windows
 
     t0 = time.perf_counter()
+    engine = None
+    if engine_dir:  # the engine replaces the model; manifest, device and explicit options checked here, cheaply
+        from .export.engine import EngineError, preflight
+        explicit = click.get_current_context().get_parameter_source("model_name").name == "COMMANDLINE"
+        try:
+            engine, src = preflight(engine_dir, model_name=model_name if explicit else None, steps=steps,
+                                    dtype=dtype, device=device)
+        except EngineError as e:
+            fail(EXIT_MODEL, str(e))
+        steps = steps or engine["steps"]
     steps = steps or DEFAULT_STEPS
     try:  # everything cheap is checked before any weight is loaded
-        src = resolve(model_name)
+        if engine is None:
+            src = resolve(model_name)
     except ModelNotFoundError as e:
         fail(EXIT_MODEL, str(e))
     cfg = src.cfg
@@ -102,7 +116,11 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
                    "the generated frames are noise", err=True)
     t_read = time.perf_counter()
     try:
-        pipe = Pipeline.from_pretrained(model_name, device=device, dtype=dtype)
+        if engine is not None:  # EngineError is a ValueError: damaged files, another GPU, ...
+            from .export.engine import engine_pipeline, load_engine
+            pipe = engine_pipeline(load_engine(engine_dir, device))
+        else:
+            pipe = Pipeline.from_pretrained(model_name, device=device, dtype=dtype)
     except (ModelNotFoundError, ValueError) as e:
         fail(EXIT_MODEL, str(e))
     t_load = time.perf_counter()
@@ -130,6 +148,11 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
     t_gen = time.perf_counter()
     grid.meta["inputs"] = report
     grid.meta["timings_s"].update({"read_inputs": round(t_read - t0, 3), "load_model": round(t_load - t_read, 3)})
+    if engine is not None:  # info() waits for the background sha256 of the engine files the step does not read
+        try:
+            grid.meta["engine"] = pipe.engine.info()
+        except ValueError as e:
+            fail(EXIT_MODEL, str(e))
     fps = float(report.get("row", {}).get("fps") or 8.0)
     try:
         path = grid.save(out_dir, fps=fps, overwrite=overwrite)
@@ -178,6 +201,49 @@ def info(as_json):
                 click.echo(f"  {kk}: {vv}")
         else:
             click.echo(f"{k}: {v}")
+
+
+@main.command("build-engine")
+@click.option("--model", "model_name", default="small", show_default=True,
+              help="shipped model name, preset, or model directory")
+@click.option("--grid", "grid_size", default=None, metavar="VxT", help="window the engine runs [default: the model's]")
+@click.option("--steps", type=click.IntRange(1, 1000), default=32, show_default=True,
+              help="denoising steps (fixed in the engine: its σ schedule is folded in)")
+@click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32", "fp8"]), default="auto", show_default=True,
+              help="auto: bf16 on CUDA, fp32 on CPU (fp8: not implemented yet)")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="the target; a CUDA engine runs only on the GPU model it was built on")
+@click.option("--runtime", type=click.Choice(["auto", "eager", "aoti"]), default="auto", show_default=True,
+              help="auto: build the candidates (AOTInductor layer, eager layer; with our kernels when built), time "
+                   "one step of each, keep the fastest that matches the model")
+@click.option("--onnx-check", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="run model.onnx in ONNX Runtime (CPU) against PyTorch; auto: when one evaluation is cheap")
+@click.option("-o", "--out", "out_dir", required=True, help="engine directory to write")
+@click.option("--overwrite", is_flag=True, help="replace an existing engine directory")
+@click.option("--json", "as_json", is_flag=True, help="print the manifest on stdout")
+def build_engine(model_name, grid_size, steps, dtype, device, runtime, onnx_check, out_dir, overwrite, as_json):
+    """Build an engine: model.onnx (fourreal.ops nodes + standard ONNX), the compiled step, manifest.json."""
+    from pathlib import Path
+
+    from .export.engine import EngineError, build_engine as build
+    from .runtime.windows import parse_grid
+
+    try:
+        grid = parse_grid(grid_size) if grid_size else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--grid")
+    if Path(out_dir).exists() and not overwrite:
+        fail(EXIT_OUTPUT, f"{out_dir}: exists (use --overwrite to replace it)")
+    log = (lambda *a: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    try:
+        manifest = build(model_name, out_dir, grid=grid, steps=steps, dtype=dtype, device=device, runtime=runtime,
+                         ort_check=onnx_check, overwrite=overwrite, log=log)
+    except EngineError as e:
+        fail(EXIT_MODEL, str(e))
+    except ValueError as e:  # e.g. --device cuda without a GPU
+        fail(EXIT_MODEL, str(e))
+    if as_json:
+        click.echo(json.dumps(manifest))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

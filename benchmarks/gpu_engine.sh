@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Issue 5 on the GPU box, in one call: kernels (if csrc/ has sources), the package, then
+# benchmarks/bench_e2e.py on the paper preset (build-engine + generate with the engine, eager, torch.compile).
+#
+# Device tool: command `bash benchmarks/gpu_engine.sh`, carry [".whl"] (PyAV for cp312: the box has none),
+# timeout_s <= 540. Logs, results.json and the engine's manifest.json go to $OUT.
+# BUDGET (s, default 480) bounds the whole script; the benchmark skips what would start past it.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_engine_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+BUDGET=${BUDGET:-480}
+log() { echo "[$(($(date +%s) - T0)) s] $*"; }
+
+run() {
+  log "machine"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+  nproc
+  python3 -c "import sys, torch, onnx, onnxruntime; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__)"
+
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    log "wheels: $(ls .whl)"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  fi
+
+  log "package (editable: fourreal_rt.export is export/)"
+  if ! FOURREAL_BUILD_CUDA=0 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >"$OUT/pip_install.log" 2>&1; then
+    log "pip install -e failed (pip_install.log); using the source tree with a link for fourreal_rt.export"
+    [ -e fourreal_rt/export ] || ln -s ../export fourreal_rt/export
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+  fi
+
+  if ls csrc/*.cu csrc/*.cpp >/dev/null 2>&1; then
+    log "kernels: FOURREAL_BUILD_CUDA=1 MAX_JOBS=16 python3 setup.py build_ext --inplace"
+    FOURREAL_BUILD_CUDA=1 MAX_JOBS=16 timeout 240 python3 setup.py build_ext --inplace >"$OUT/build_ext.log" 2>&1
+    log "build_ext exit $? ($(ls fourreal_rt/_C*.so 2>/dev/null || echo 'no _C'))"
+    tail -3 "$OUT/build_ext.log"
+  else
+    log "kernels: csrc/ has no sources; the fourreal:: ops run their PyTorch twins"
+  fi
+  python3 -c "from fourreal_rt.export.engine import kernels_status; print('kernels:', kernels_status())"
+
+  local left=$((BUDGET - ($(date +%s) - T0)))
+  log "bench_e2e (budget ${left} s)"
+  python3 benchmarks/bench_e2e.py --preset paper --steps 32 --work /tmp/bench --out "$OUT" \
+    --budget-s $((left - 15))
+  cp /tmp/bench/engine/manifest.json "$OUT/manifest.json" 2>/dev/null
+  log "done"
+}
+
+run 2>&1 | tee "$OUT/gpu_engine.log"

@@ -1,0 +1,863 @@
+"""Engine directories: build, verify, load.
+
+An engine is a directory written by `fourreal-rt build-engine`:
+
+    manifest.json         what it was built for (below) and the sha256 + size of every other file
+    model.onnx[.data]     the denoiser as ONNX (`onnx_export`): `fourreal.ops` nodes + standard ONNX, float32
+    weights.safetensors   the weights a step reads, in the engine's dtype (σ-only weights are folded away)
+    sigma_tables.safetensors  every σ-only vector of the model for each step of the fixed σ schedule
+    layer.pt2             (when it won on the build machine) one layer compiled by AOTInductor, weights as
+                          inputs, shared by all layers
+
+The manifest records: format version, package version, model (name, config, sha256 of its weights file),
+grid (the window V x T) and frame shape, batch, steps + σ schedule, dtype, target device (GPU name and
+compute capability), torch / CUDA versions, the runtime chosen at build time (compiled layer or eager,
+custom-op kernels, CUDA graph, attention backend) with every candidate's measured step time and error.
+
+`load_engine` refuses (EngineError, one line naming the difference) an engine of another format or package
+version, one built for another GPU (or device type), an AOTInductor artifact from another torch/CUDA, and
+any file whose sha256 differs from the manifest. Engines contain compiled code: load them only from paths
+you trust; nothing here searches for engines.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+FORMAT = "fourreal-rt-engine"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "weights.safetensors"
+TABLES_FILE = "sigma_tables.safetensors"
+LAYER_FILE = "layer.pt2"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# ORT (CPU, Python ops) check of the ONNX graph at build time: only where one evaluation is cheap.
+# Measure: tokens x width x depth of one stream (tiny 3.5e4, small 1.1e7, paper 9.1e8).
+ORT_CHECK_MAX_WORK = 2e7
+# A candidate runtime is kept only if its error against a float32 evaluation of the model (same inputs, same
+# machine) is at most 2x the error of the non-engine path in the engine's dtype plus this floor (rel L2): the
+# STYLE.md rule for low-precision kernels. A wrong kernel or table lands at O(1).
+CANDIDATE_ATOL = {torch.float32: 1e-5, torch.bfloat16: 1e-3, torch.float16: 5e-4}
+
+
+class EngineError(ValueError):
+    """An engine cannot be built or used; the message is one line that says what differs or is wrong."""
+
+
+# ---- small helpers ---------------------------------------------------------------------------------------------
+
+def package_version() -> str:
+    from fourreal_rt import __version__
+    return __version__
+
+
+def sha256_file(path, chunk: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def device_info(device: torch.device) -> dict:
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(idx)
+        return {"type": "cuda", "name": torch.cuda.get_device_name(idx), "capability": f"{major}.{minor}"}
+    return {"type": "cpu", "name": platform.processor() or platform.machine()}
+
+
+def describe_device(d: dict) -> str:
+    if d.get("type") == "cuda":
+        return f"{d.get('name')} (sm_{str(d.get('capability', '?')).replace('.', '')})"
+    return "cpu"
+
+
+def kernels_status() -> dict:
+    """Whether the compiled extension is loaded and which `fourreal::` ops have a CUDA kernel."""
+    from fourreal_rt.ops import backend
+    from fourreal_rt.ops import custom  # noqa: F401
+
+    mod = backend.load()
+    reg = getattr(backend, "register_cuda_kernels", None)
+    if mod is not None and callable(reg):
+        try:
+            reg()
+        except Exception as e:  # a broken extension must not break engines: fall back to the twins
+            return {"extension": True, "cuda_ops": [], "error": f"register_cuda_kernels: {e}"}
+    names = ("grid_attention", "modulated_layernorm", "gated_residual", "soft_sync", "hard_sync")
+    cuda_ops = [n for n in names if torch._C._dispatch_has_kernel_for_dispatch_key(f"fourreal::{n}", "CUDA")]
+    return {"extension": mod is not None, "cuda_ops": cuda_ops}
+
+
+@contextlib.contextmanager
+def sdpa_backend(name: str | None):
+    """Pins scaled_dot_product_attention to one backend ('cudnn', 'flash', 'efficient', 'math'); None: default."""
+    if not name:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    table = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    with sdpa_kernel([table[name]]):
+        yield
+
+
+def _time_cuda(fn, warmup: int = 2, reps: int = 5) -> float:
+    """Median milliseconds of fn() over `reps`, CUDA events, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return sorted(times)[len(times) // 2]
+
+
+def _time_cpu(fn, warmup: int = 1, reps: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    a, ref = a.double(), ref.double()
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return float((a - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+# ---- the runtime pieces ------------------------------------------------------------------------------------------
+
+def pick_sdpa_backend(cfg, dtype, device, log) -> tuple[str | None, dict]:
+    """Times the grid attention of both streams under each SDPA backend at the engine's shapes; the fastest."""
+    if device.type != "cuda":
+        return None, {}
+    from fourreal_rt.ops import twins
+
+    V, T, N, H, hd = cfg.views, cfg.times, cfg.tokens_per_frame, cfg.heads, cfg.head_dim
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(1, V, T, N, H, hd, device=device, dtype=dtype, generator=g) for _ in range(3))
+    hp, wp = cfg.grid_hw
+    rope = {F: twins.rope_tables(F, hp, wp, hd, cfg.rope_theta, device=device) for F in {V, T}}
+    times = {}
+    for name in ("cudnn", "flash", "efficient"):
+        try:
+            with sdpa_backend(name), torch.no_grad():
+                def run():
+                    twins.grid_attention(q, k, v, *rope[T], "time")
+                    twins.grid_attention(q, k, v, *rope[V], "view")
+                times[name] = round(_time_cuda(run), 3)
+        except Exception as e:  # backend not available for these shapes/dtype
+            times[name] = f"unavailable: {str(e).splitlines()[0][:120]}"
+    ok = {k_: t for k_, t in times.items() if isinstance(t, float)}
+    best = min(ok, key=ok.get) if ok else None
+    log(f"attention backends (ms for both streams' attention): {times} -> {best}")
+    return best, times
+
+
+def compile_layer(model, step, example, path: Path, custom_ops: bool, sdpa: str | None) -> dict:
+    """AOTInductor: exports `Layer` at the step's layer-0 shapes and packages it to `path`."""
+    from fourreal_rt.ops import use_custom_ops
+    from .step import Layer
+
+    args = _layer_example_args(step, example)
+    t0 = time.perf_counter()
+    ctx = use_custom_ops() if custom_ops else contextlib.nullcontext()
+    with ctx, sdpa_backend(sdpa), torch.no_grad():
+        ep = torch.export.export(Layer(model.cfg.heads, model.cfg.sync), args, strict=False)
+        t1 = time.perf_counter()
+        torch._inductor.aoti_compile_and_package(ep, package_path=str(path))
+    return {"export_s": round(t1 - t0, 2), "compile_s": round(time.perf_counter() - t1, 2)}
+
+
+def _layer_example_args(step, example) -> tuple:
+    """Layer 0's arguments for `example` inputs, each a distinct tensor (export would tie x^v to x^t if the
+    same tensor were passed twice, as the first layer's call does)."""
+    x_noisy, known, mask, sigma = example
+    blk, syn, _ = step.rows(sigma)
+    with torch.no_grad():
+        x = step.base.embed_input(x_noisy, known, mask)
+    args = (x, x, blk[0, 0], blk[0, 1], syn[0], *step.rope_v, *step.rope_t, *step.weights[0])
+    return tuple(a.detach().clone() for a in args)
+
+
+@contextlib.contextmanager
+def _no_init():
+    """Modules built inside skip their random init (parameters stay uninitialised `torch.empty`): every weight
+    the engine uses is loaded afterwards. (`with torch.device("meta")` would do too, but costs an import of
+    torch._dynamo, a second or two, on first use.)"""
+    names = ("kaiming_uniform_", "uniform_", "normal_", "zeros_", "ones_", "xavier_uniform_", "trunc_normal_")
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, lambda t, *a, **k: t)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
+
+
+class AOTILayer:
+    """A `Layer` compiled by AOTInductor (layer.pt2), called with flat tensors; returns [x_v, x_t].
+
+    Uses the package loader directly (what `torch._inductor.aoti_load_package` wraps) so that loading an engine
+    imports no compiler; `run` works on the current CUDA stream, so it can be captured into a CUDA graph."""
+
+    def __init__(self, path, device: torch.device):
+        index = (device.index if device.index is not None else torch.cuda.current_device()) \
+            if device.type == "cuda" else -1
+        self.loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, index)
+
+    def __call__(self, *args):
+        return self.loader.run(list(args))
+
+
+class EngineDenoiser:
+    """`denoiser(x_noisy, known, mask, sigma) -> velocity` of an engine: the folded step, optionally under
+    the custom ops, a pinned attention backend, and a CUDA graph captured at the first call."""
+
+    def __init__(self, step, *, custom_ops: bool, sdpa: str | None, cuda_graph: bool):
+        self.step, self.custom_ops, self.sdpa, self.cuda_graph = step, custom_ops, sdpa, cuda_graph
+        self.graphed = None
+        self.shape = None
+
+    def _ctx(self):
+        from fourreal_rt.ops import use_custom_ops
+        stack = contextlib.ExitStack()
+        if self.custom_ops:
+            stack.enter_context(use_custom_ops())
+        stack.enter_context(sdpa_backend(self.sdpa))
+        stack.enter_context(torch.no_grad())
+        return stack
+
+    def eager(self, x_noisy, known, mask, sigma):
+        with self._ctx():
+            return self.step(x_noisy, known, mask, sigma)
+
+    def __call__(self, x_noisy, known, mask, sigma):
+        shape = tuple(x_noisy.shape)
+        if self.shape is None:
+            self.shape = shape
+        elif shape != self.shape:
+            raise EngineError(f"engine step was set up for inputs {list(self.shape)}, got {list(shape)}")
+        if not self.cuda_graph:
+            return self.eager(x_noisy, known, mask, sigma)
+        if self.graphed is None:
+            from .step import GraphedStep
+            with self._ctx():
+                self.graphed = GraphedStep(self.step, (x_noisy, known, mask, sigma))
+        return self.graphed(x_noisy, known, mask, sigma)
+
+
+# ---- build ------------------------------------------------------------------------------------------------------
+
+def load_source(src):
+    """`model.weights.load_model` (float32, CPU), without the random init of weights that are then loaded."""
+    from safetensors.torch import load_file
+
+    from fourreal_rt.model.twostream import TwoStreamModel
+    from fourreal_rt.model.weights import load_model
+
+    if not src.trained:
+        return load_model(src)                                  # a preset: its seeded random init is the model
+    with _no_init(), torch.no_grad():
+        model = TwoStreamModel(src.cfg)
+    state = {k: v.float() for k, v in load_file(str(src.weights_path)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise EngineError(f"{src.weights_path}: weights do not match the config (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})")
+    return model.eval()
+
+
+def _ort_check(onnx_path, model32, inputs, log) -> dict:
+    from .ort_ops import compare
+    t0 = time.perf_counter()
+    r = compare(onnx_path, model32, inputs)
+    r["seconds"] = round(time.perf_counter() - t0, 2)
+    log(f"ONNX Runtime (CPU, fourreal.ops as Python ops) vs PyTorch: rel L2 {r['rel_l2']:.2e}, "
+        f"max abs {r['max_abs']:.2e} (max |ref| {r['max_abs_ref']:.2f})")
+    return r
+
+
+def build_engine(model_name: str, out, *, grid: tuple[int, int] | None = None, steps: int = 32,
+                 shift: float = 1.0, dtype: str = "auto", device: str = "auto", runtime: str = "auto",
+                 onnx: bool = True, ort_check: str = "auto", overwrite: bool = False, log=print,
+                 onnx_process: bool | None = None) -> dict:
+    """Builds an engine directory at `out`; returns its manifest.
+
+    runtime: 'auto' (build every candidate the machine allows, time one step of each, keep the fastest
+    that matches the model), or one of 'eager', 'aoti' (force). ort_check: 'auto' (when cheap), 'on', 'off'.
+    onnx_process: export the ONNX graph in a process of its own, beside the GPU work (default: for CUDA).
+    The directory is written beside `out` and moved into place when complete.
+    """
+    from fourreal_rt.model.twostream import TwoStreamModel
+    from fourreal_rt.model.weights import ModelNotFoundError, resolve
+    from fourreal_rt.runtime.pipeline import pick_device
+
+    from .step import SUPPORTED_SYNC
+
+    t_start = time.perf_counter()
+    parts: dict = {}
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise EngineError(f"{out}: exists (use --overwrite to replace it)")
+    try:
+        src = resolve(model_name)
+    except ModelNotFoundError as e:
+        raise EngineError(str(e)) from None
+    dev = pick_device(device)
+    if dtype == "fp8":
+        raise EngineError("fp8 engines are not implemented yet (bf16, fp16, fp32 are)")
+    if dtype == "auto":
+        dtype = "bf16" if dev.type == "cuda" else "fp32"
+    if dtype not in DTYPES:
+        raise EngineError(f"unknown engine dtype {dtype!r} (bf16, fp16, fp32)")
+    dt = DTYPES[dtype]
+    cfg = src.cfg
+    if cfg.sync not in SUPPORTED_SYNC:
+        raise EngineError(f"model sync '{cfg.sync}' is an ablation baseline; engines support {SUPPORTED_SYNC}")
+    if grid is not None:
+        V, T = grid
+        if max(V, T) > cfg.max_frames or min(V, T) < 1:
+            raise EngineError(f"grid {V}x{T} is outside 1..{cfg.max_frames} frames a side")
+        cfg = cfg.replace(views=V, times=T)
+    if steps < 1:
+        raise EngineError(f"steps must be >= 1, got {steps}")
+
+    t0 = time.perf_counter()
+    model32 = load_source(src)                                  # float32, CPU, weights loaded (or seeded init)
+    if cfg != src.cfg:
+        m = TwoStreamModel(cfg)
+        m.load_state_dict(model32.state_dict())
+        model32 = m.eval()
+    parts["load_model_s"] = round(time.perf_counter() - t0, 2)
+    log(f"model '{src.name}' ({'trained' if src.trained else 'random weights'}): {cfg.views}x{cfg.times} grid of "
+        f"{cfg.frame_h}x{cfg.frame_w}, dim {cfg.dim}, depth {cfg.depth}, sync {cfg.sync}; engine {dtype} on {dev}")
+
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
+    try:
+        manifest = _build_into(tmp, src, cfg, model32, dev, dt, steps, shift, runtime, onnx, ort_check, parts, log,
+                               onnx_process)
+        manifest["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
+        manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                             for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"engine written to {out} in {manifest['build']['seconds']:.1f} s "
+        f"(runtime: {manifest['runtime']['name']})")
+    return manifest
+
+
+def _build_into(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, onnx, ort_check, parts, log,
+                onnx_process=None) -> dict:
+    """Writes every engine file but the manifest into `d`; returns the manifest without `files`."""
+    from . import onnx_export
+
+    # -- ONNX: float32 on the CPU, the reference graph (for a GPU target: in a process of its own, beside the
+    #    GPU work below, joined at the end) ----------------------------------------------------------------------
+    onnx_info: dict = {"file": None}
+    work = cfg.views * cfg.times * cfg.tokens_per_frame * cfg.dim * cfg.depth
+    want_ort = ort_check == "on" or (ort_check == "auto" and work <= ORT_CHECK_MAX_WORK)
+    onnx_job = None
+    t_onnx = time.perf_counter()
+    if onnx and (dev.type == "cuda" if onnx_process is None else onnx_process):
+        cmd = [sys.executable, "-m", "fourreal_rt.export.onnx_export", "--model", str(src.directory or src.name),
+               "--out", str(d / ONNX_FILE), "--grid", f"{cfg.views}x{cfg.times}", "--report", str(d / ".onnx.json")]
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+        with open(d / ".onnx.log", "w") as f:
+            onnx_job = subprocess.Popen(cmd + (["--ort-check"] if want_ort else []), env=env, stdout=f,
+                                        stderr=subprocess.STDOUT)
+    elif onnx:
+        inputs32 = onnx_export.example_inputs(cfg)
+        onnx_info = onnx_export.export_onnx(model32, d / ONNX_FILE, inputs32)
+        onnx_export.check_onnx(d / ONNX_FILE)
+        onnx_info["checker"] = "ok"
+        if want_ort:
+            onnx_info["ort_check"] = _ort_check(d / ONNX_FILE, model32, inputs32, log)
+        parts["onnx_s"] = round(time.perf_counter() - t_onnx, 2)
+
+    try:
+        manifest = _build_runtime(d, src, cfg, model32, dev, dt, steps, shift, runtime, parts, log)
+    except BaseException:
+        if onnx_job is not None:
+            onnx_job.kill()
+            onnx_job.wait()
+        raise
+    if onnx_job is not None:
+        t0 = time.perf_counter()
+        onnx_job.wait()
+        parts["onnx_wait_s"] = round(time.perf_counter() - t0, 2)
+        text = (d / ".onnx.log").read_text(errors="replace")
+        (d / ".onnx.log").unlink()
+        if onnx_job.returncode != 0:
+            lines = [l for l in text.strip().splitlines() if l.strip()]
+            raise EngineError(f"ONNX export failed: {lines[-1] if lines else onnx_job.returncode}")
+        onnx_info = json.loads((d / ".onnx.json").read_text())
+        (d / ".onnx.json").unlink()
+        parts["onnx_s"] = round(time.perf_counter() - t_onnx, 2)
+        if "ort_check" in onnx_info:
+            r = onnx_info["ort_check"]
+            log(f"ONNX Runtime vs PyTorch: rel L2 {r['rel_l2']:.2e}, max abs {r['max_abs']:.2e}")
+    if onnx:
+        log(f"ONNX: {onnx_info['nodes']['total']} nodes, {onnx_info['nodes'][onnx_export.DOMAIN]} "
+            f"in {onnx_export.DOMAIN}, {parts['onnx_s']:.1f} s")
+        if "ort_check" not in onnx_info:
+            onnx_info["ort_check"] = {"skipped": f"one evaluation is too heavy for the CPU check (work {work:.2g} > "
+                                                 f"{ORT_CHECK_MAX_WORK:.0e}); CI checks the graph on the tiny preset"}
+    manifest["onnx"] = onnx_info
+    return manifest
+
+
+def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, parts, log) -> dict:
+    """Weights, σ tables and the chosen runtime (+ layer.pt2) into `d`; returns the manifest (no onnx, files)."""
+    from safetensors.torch import save_file
+
+    from fourreal_rt.model.weights import sha256_file as model_sha
+    from fourreal_rt.sampler.flow import sigma_schedule
+
+    from . import onnx_export
+    from .step import FoldedStep, runtime_state, sigma_tables
+
+    # -- float32 reference of one evaluation on the target (for judging candidates), then weights + σ tables in
+    #    the engine dtype ------------------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    sigmas = sigma_schedule(steps, shift)                       # [steps + 1], the last (0) is never evaluated
+    x, known, mask, _ = (t.to(dev) for t in onnx_export.example_inputs(cfg, seed=1))
+    example = (x.to(dt), known.to(dt), mask, sigmas[:1].to(dt).to(dev))     # what the sampler hands the denoiser
+    model32 = model32.to(dev).eval()
+    with torch.no_grad():
+        ref32 = model32(*(t.float() if t.is_floating_point() else t for t in example)).double()
+    model = model32.to(dt)                                      # in place: the float32 copy is gone from here on
+    with torch.no_grad():
+        base_err = _rel_err(model(*example), ref32)             # the non-engine path's own error in this dtype
+    bound = 2 * base_err + CANDIDATE_ATOL[dt]
+    log(f"non-engine {dtype_name(dt)} step vs float32: rel L2 {base_err:.2e}; candidates must stay under {bound:.2e}")
+    tables = sigma_tables(model, sigmas[:-1], dt)
+    save_file({k: v.contiguous().cpu() for k, v in runtime_state(model).items()}, str(d / WEIGHTS_FILE))
+    save_file({k: v.contiguous().cpu() for k, v in tables.items()}, str(d / TABLES_FILE))
+    parts["tables_weights_s"] = round(time.perf_counter() - t0, 2)
+
+    # -- candidate runtimes: build, check against the eager model, time one step ---------------------------------
+    kern = kernels_status() if dev.type == "cuda" else {"extension": False, "cuda_ops": []}
+    sdpa, sdpa_times = pick_sdpa_backend(cfg, dt, dev, log)
+    step = FoldedStep(model, tables, dtype=dt)
+    have_kernels = bool(kern["cuda_ops"])
+    cands = []                                                  # (name, layer kind, custom ops)
+    if runtime in ("auto", "eager"):
+        cands.append(("eager", "eager", False))
+        if have_kernels:
+            cands.append(("eager+kernels", "eager", True))
+    if runtime in ("auto", "aoti"):
+        cands.append(("aoti", "aoti", False))
+        if have_kernels and runtime == "aoti":   # opaque kernels leave inductor little to fuse: on request only
+            cands.append(("aoti+kernels", "aoti", True))
+    if runtime not in ("auto", "eager", "aoti"):
+        raise EngineError(f"unknown runtime {runtime!r} (auto, eager, aoti)")
+    graphs = dev.type == "cuda"
+    results: dict = {}
+    best = None
+    for name, kind, custom in cands:
+        r: dict = {"layer": kind, "custom_ops": custom}
+        try:
+            layer = None
+            if kind == "aoti":
+                path = d / f".{name}.pt2"
+                r.update(compile_layer(model, step, example, path, custom, sdpa))
+                layer = AOTILayer(path, dev)
+                r["file"] = path.name
+                log(f"{name}: AOTInductor layer built (export {r['export_s']} s, compile {r['compile_s']} s)")
+            s = FoldedStep(model, tables, layer=layer, dtype=dt)
+            den = EngineDenoiser(s, custom_ops=custom, sdpa=sdpa, cuda_graph=graphs)
+            try:
+                out = den(*example).float()
+            except Exception as e:
+                if not graphs:
+                    raise
+                r["cuda_graph_error"] = str(e).splitlines()[0][:200]
+                den = EngineDenoiser(s, custom_ops=custom, sdpa=sdpa, cuda_graph=False)
+                out = den(*example).float()
+            r["cuda_graph"] = den.cuda_graph
+            r["rel_err"] = _rel_err(out, ref32)
+            timer = _time_cuda if dev.type == "cuda" else _time_cpu
+            r["step_ms"] = round(timer(lambda: den(*example)), 3)
+            r["ok"] = r["rel_err"] <= bound
+            log(f"{name}: step {r['step_ms']:.1f} ms, rel err vs float32 {r['rel_err']:.2e}, "
+                f"cuda graph {r['cuda_graph']}{'' if r['ok'] else '  (REJECTED: error too large)'}")
+            del den, s
+        except Exception as e:
+            r["ok"] = False
+            r["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+            log(f"{name}: failed ({r['error']})")
+        results[name] = r
+        if r["ok"] and (best is None or r["step_ms"] < results[best]["step_ms"]):
+            best = name
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    with torch.no_grad():                                       # the non-engine step, same machine, for scale
+        timer = _time_cuda if dev.type == "cuda" else _time_cpu
+        base_ms = round(timer(lambda: model(*example)), 3)
+    log(f"non-engine eager step (the model as `generate` runs it): {base_ms:.1f} ms")
+    if best is None:
+        raise EngineError("no engine runtime could be built: " +
+                          "; ".join(f"{k}: {v.get('error', 'rel err %.2e' % v.get('rel_err', float('nan')))}"
+                                    for k, v in results.items()))
+    chosen = results[best]
+    for p in d.glob(".*.pt2"):                                  # keep the winner only
+        if chosen.get("file") == p.name:
+            p.rename(d / LAYER_FILE)
+        else:
+            p.unlink()
+
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "fourreal_rt": package_version(),
+        "model": {"name": src.name, "trained": src.trained, "config": json.loads(cfg.to_json()),
+                  "source_config": json.loads(src.cfg.to_json()),
+                  "weights_sha256": model_sha(src.weights_path) if src.trained else None,
+                  "path": str(src.directory) if src.directory else None},
+        "grid": [cfg.views, cfg.times], "frame": [cfg.frame_h, cfg.frame_w], "batch": 1,
+        "steps": steps, "shift": shift, "sigmas": [float(s) for s in sigmas],
+        "dtype": dtype_name(dt),
+        "device": device_info(dev),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "runtime": {"name": best, "layer": chosen["layer"], "custom_ops": chosen["custom_ops"],
+                    "cuda_graph": chosen.get("cuda_graph", False), "sdpa_backend": sdpa,
+                    "layer_file": LAYER_FILE if chosen["layer"] == "aoti" else None,
+                    "step_ms": chosen["step_ms"], "rel_err": chosen["rel_err"]},
+        "reference": {"non_engine_rel_err": base_err, "bound": bound},
+        "candidates": results, "non_engine_step_ms": base_ms, "sdpa_backends_ms": sdpa_times, "kernels": kern,
+        "build": {"parts": parts, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "host": platform.node()},
+    }
+
+
+# ---- verify + load -------------------------------------------------------------------------------------------
+
+def read_manifest(path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise EngineError(f"{path}: not an engine directory")
+    try:
+        m = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise EngineError(f"{path}: not an engine (no {MANIFEST})") from None
+    except (OSError, ValueError) as e:
+        raise EngineError(f"{path / MANIFEST}: unreadable ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise EngineError(f"{path}: {MANIFEST} is not a fourreal-rt engine manifest")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise EngineError(f"{path}: engine format {m.get('format_version')}, this fourreal-rt reads format "
+                          f"{FORMAT_VERSION}: rebuild the engine")
+    return m
+
+
+def engine_config(manifest: dict):
+    from fourreal_rt.model.config import GridConfig
+    try:
+        return GridConfig.from_dict(manifest["model"]["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise EngineError(f"engine manifest has an unreadable model config ({e})") from None
+
+
+def check_compatible(manifest: dict, device: torch.device | None = None) -> None:
+    """Raises EngineError unless this install and machine can run the engine (package, device, torch)."""
+    pv = package_version()
+    if manifest.get("fourreal_rt") != pv:
+        raise EngineError(f"engine built with fourreal-rt {manifest.get('fourreal_rt')}, this is fourreal-rt {pv}: "
+                          "rebuild the engine")
+    want = manifest.get("device", {})
+    if device is None:
+        device = torch.device("cuda" if want.get("type") == "cuda" and torch.cuda.is_available() else "cpu")
+    if want.get("type") == "cuda":
+        if device.type != "cuda":
+            raise EngineError(f"engine built for {describe_device(want)}, this run is on "
+                              f"{'cpu' if not torch.cuda.is_available() else str(device)}"
+                              f"{'' if torch.cuda.is_available() else ' (no CUDA device)'}")
+        have = device_info(device)
+        if (have["name"], have["capability"]) != (want.get("name"), want.get("capability")):
+            raise EngineError(f"engine built for {describe_device(want)}, this GPU is {describe_device(have)}: "
+                              "rebuild the engine on this GPU")
+    elif device.type != "cpu":
+        raise EngineError(f"engine built for cpu, this run asks for {device}")
+    rt = manifest.get("runtime", {})
+    if rt.get("layer") == "aoti" and (manifest.get("torch"), manifest.get("cuda")) != (torch.__version__,
+                                                                                       torch.version.cuda):
+        raise EngineError(f"engine's compiled layer was built with torch {manifest.get('torch')} (CUDA "
+                          f"{manifest.get('cuda')}), this is torch {torch.__version__} (CUDA {torch.version.cuda})"
+                          ": rebuild the engine")
+
+
+def check_request(manifest: dict, *, grid: tuple[int, int] | None = None, frame: tuple[int, int] | None = None,
+                  steps: int | None = None, shift: float | None = None, dtype: torch.dtype | None = None,
+                  cfg=None, weights_sha256: str | None = None, model_name: str | None = None) -> None:
+    """Raises EngineError naming the first difference between what is asked for and what the engine was built
+    for: grid (window), frame size, steps / σ shift, dtype, model config or weights."""
+    V, T = manifest["grid"]
+    H, W = manifest["frame"]
+    if grid is not None and tuple(grid) != (V, T):
+        raise EngineError(f"engine built for a {V}x{T} grid (views x times), asked for {grid[0]}x{grid[1]}")
+    if frame is not None and tuple(frame) != (H, W):
+        raise EngineError(f"engine built for {H}x{W} frames, asked for {frame[0]}x{frame[1]}")
+    if steps is not None and steps != manifest["steps"]:
+        raise EngineError(f"engine built for {manifest['steps']} steps, asked for {steps}: rebuild with --steps "
+                          f"{steps} or leave --steps out")
+    if shift is not None and abs(shift - manifest["shift"]) > 1e-12:
+        raise EngineError(f"engine built for σ shift {manifest['shift']}, asked for {shift}")
+    if dtype is not None and dtype != DTYPES[manifest["dtype"]]:
+        raise EngineError(f"engine built for {manifest['dtype']}, asked for {dtype_name(dtype)}")
+    if cfg is not None:
+        src_cfg = manifest["model"].get("source_config") or manifest["model"]["config"]
+        diffs = [f"{k} {src_cfg[k]} vs {v}" for k, v in json.loads(cfg.to_json()).items()
+                 if k in src_cfg and src_cfg[k] != v and k not in ("views", "times")]
+        if diffs:
+            raise EngineError(f"engine built for model '{manifest['model']['name']}', --model "
+                              f"{model_name or '?'} differs: {', '.join(diffs)}")
+    if weights_sha256 is not None and weights_sha256 != manifest["model"].get("weights_sha256"):
+        have = manifest["model"].get("weights_sha256")
+        raise EngineError(f"engine built from other weights (sha256 {str(have)[:12]}…), --model "
+                          f"{model_name or '?'} has {weights_sha256[:12]}…")
+
+
+def preflight(path, *, model_name: str | None = None, steps: int | None = None, dtype: str = "auto",
+              device: str = "auto"):
+    """The cheap checks `generate --engine` runs before reading any video: manifest, package, device, and the
+    options given explicitly (--model, --steps, --dtype). Returns (manifest, ModelSource of the engine's model).
+    File checksums are checked by `load_engine`."""
+    from fourreal_rt.model.weights import ModelNotFoundError, ModelSource, resolve, sha256_file as model_sha
+
+    manifest = read_manifest(path)
+    want = manifest.get("device", {}).get("type", "cpu")
+    if device == "auto":
+        dev = torch.device("cuda" if want == "cuda" and torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(device)
+    check_compatible(manifest, dev)
+    check_request(manifest, steps=steps, dtype=None if dtype in (None, "auto") else DTYPES.get(dtype))
+    cfg = engine_config(manifest)
+    if model_name is not None:
+        try:
+            src = resolve(model_name)
+        except ModelNotFoundError as e:
+            raise EngineError(str(e)) from None
+        check_request(manifest, cfg=src.cfg, model_name=model_name,
+                      weights_sha256=model_sha(src.weights_path) if src.trained else None)
+    m = manifest["model"]
+    return manifest, ModelSource(m["name"], cfg, Path(path) if m.get("trained") else None)
+
+
+def verify_sizes(path, manifest: dict) -> None:
+    """Every file of the manifest present with its size; raises EngineError naming the first that is not."""
+    path = Path(path)
+    for n, f in (manifest.get("files") or {}).items():
+        p = path / n
+        if not p.is_file():
+            raise EngineError(f"engine file {n} is missing from {path}")
+        if p.stat().st_size != f["bytes"]:
+            raise EngineError(f"engine file {n} is damaged (size {p.stat().st_size} bytes, manifest says "
+                              f"{f['bytes']})")
+
+
+def verify_files(path, manifest: dict, names=None, workers: int = 4) -> dict:
+    """sha256 of the engine's files (all, or `names`) against the manifest, in parallel; raises EngineError
+    naming the first missing or damaged file. Returns {name: seconds}."""
+    path = Path(path)
+    files = manifest.get("files") or {}
+    names = list(files) if names is None else list(names)
+    for n in names:
+        if n not in files:
+            raise EngineError(f"engine manifest lists no checksum for {n}")
+        p = path / n
+        if not p.is_file():
+            raise EngineError(f"engine file {n} is missing from {path}")
+        if p.stat().st_size != files[n]["bytes"]:
+            raise EngineError(f"engine file {n} is damaged (size {p.stat().st_size} bytes, manifest says "
+                              f"{files[n]['bytes']})")
+
+    def one(n):
+        t0 = time.perf_counter()
+        return n, sha256_file(path / n), time.perf_counter() - t0
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as ex:
+        got = list(ex.map(one, sorted(names, key=lambda n: -files[n]["bytes"])))
+    for n, h, _ in got:
+        if h != files[n]["sha256"]:
+            raise EngineError(f"engine file {n} is damaged (sha256 mismatch with the manifest)")
+    return {n: round(s, 3) for n, _, s in got}
+
+
+class Engine:
+    """A loaded engine: `denoiser`, its `cfg`, `manifest`, `dtype`, `device`, and load timings.
+
+    The files the step reads are verified before `load_engine` returns; the others (model.onnx and its data)
+    are hashed in a background thread while the grid is generated: `finish_verify()` (also called by `info()`)
+    waits for that and raises EngineError if one is damaged, before any output is written."""
+
+    def __init__(self, path, manifest, cfg, model, denoiser, device, dtype, timings, pending=None):
+        self.path, self.manifest, self.cfg, self.model = Path(path), manifest, cfg, model
+        self.denoiser, self.device, self.dtype, self.timings = denoiser, device, dtype, timings
+        self._pending = pending
+
+    def finish_verify(self) -> None:
+        if self._pending is not None:
+            t0 = time.perf_counter()
+            done = self._pending.result()                       # raises EngineError for a damaged file
+            self.timings["verify_rest_s"] = done
+            self.timings["verify_rest_wait_s"] = round(time.perf_counter() - t0, 3)
+            self._pending = None
+
+    def info(self) -> dict:
+        self.finish_verify()
+        m = self.manifest
+        return {"path": str(self.path), "runtime": m["runtime"], "steps": m["steps"], "shift": m["shift"],
+                "dtype": m["dtype"], "device": m["device"], "grid": m["grid"], "frame": m["frame"],
+                "built": m["build"]["date"], "fourreal_rt": m["fourreal_rt"], "load_s": self.timings}
+
+
+_verify_pool: dict = {}
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    if "pool" not in _verify_pool:
+        _verify_pool["pool"] = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="engine-sha")
+    return _verify_pool["pool"]
+
+
+def load_engine(path, device: str | torch.device = "auto", verify: bool = True) -> Engine:
+    """Checks and loads the engine at `path` (a directory the user named). Raises EngineError."""
+    from safetensors.torch import load_file
+
+    from fourreal_rt.model.twostream import TwoStreamModel
+
+    from .step import FoldedStep
+
+    t0 = time.perf_counter()
+    path = Path(path)
+    manifest = read_manifest(path)
+    want = manifest.get("device", {}).get("type", "cpu")
+    if device == "auto":
+        dev = torch.device("cuda" if want == "cuda" and torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(device)
+    check_compatible(manifest, dev)
+    cfg = engine_config(manifest)
+    dt = DTYPES[manifest["dtype"]]
+    rt = manifest["runtime"]
+    timings: dict = {}
+    needed = [WEIGHTS_FILE, TABLES_FILE] + ([rt["layer_file"]] if rt.get("layer_file") else [])
+    rest = [n for n in (manifest.get("files") or {}) if n not in needed]
+    if verify:  # sizes and presence of every file now; sha256 of what the step reads in parallel with loading it
+        for n in needed + rest:
+            if n not in (manifest.get("files") or {}):
+                raise EngineError(f"engine manifest lists no checksum for {n}")
+        verify_sizes(path, manifest)
+        pending_needed = [_pool().submit(verify_files, path, manifest, [n], 1) for n in needed]
+    try:
+        t1 = time.perf_counter()
+        with _no_init(), torch.no_grad():                        # no init work: every used weight is loaded below
+            model = TwoStreamModel(cfg)
+        state = load_file(str(path / WEIGHTS_FILE), device=str(dev))
+        missing = set(state) - set(model.state_dict())
+        if missing:
+            raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config ({sorted(missing)[:3]})")
+        model.load_state_dict(state, strict=False, assign=True)
+        model.eval()
+        tables = load_file(str(path / TABLES_FILE), device=str(dev))
+        timings["weights_s"] = round(time.perf_counter() - t1, 3)
+        layer = None
+        if rt.get("layer") == "aoti":
+            t1 = time.perf_counter()
+            if rt.get("custom_ops"):
+                kernels_status()                                 # register the kernels the layer calls
+            layer = AOTILayer(path / rt["layer_file"], dev)
+            timings["layer_s"] = round(time.perf_counter() - t1, 3)
+        elif rt.get("custom_ops"):
+            kernels_status()
+        step = FoldedStep(model, tables, layer=layer, dtype=dt)
+        den = EngineDenoiser(step, custom_ops=bool(rt.get("custom_ops")), sdpa=rt.get("sdpa_backend"),
+                             cuda_graph=bool(rt.get("cuda_graph")) and dev.type == "cuda")
+    except Exception as e:
+        if verify:                                               # a damaged file explains a failed load best
+            for f in pending_needed:
+                f.result()
+        if isinstance(e, EngineError):
+            raise
+        raise EngineError(f"engine at {path} could not be loaded: {type(e).__name__}: "
+                          f"{(str(e).splitlines() or [''])[0][:200]}") from e
+    pending = None
+    if verify:
+        t1 = time.perf_counter()
+        timings["verify_s"] = {k: v for f in pending_needed for k, v in f.result().items()}
+        timings["verify_wait_s"] = round(time.perf_counter() - t1, 3)
+        pending = _pool().submit(verify_files, path, manifest, rest, 1) if rest else None
+    timings["total_s"] = round(time.perf_counter() - t0, 3)
+    return Engine(path, manifest, cfg, model, den, dev, dt, timings, pending)
+
+
+def engine_pipeline(engine: Engine):
+    """A `runtime.pipeline.Pipeline` whose denoiser is the engine's (steps and σ shift fixed by the engine)."""
+    from fourreal_rt.model.weights import ModelSource
+    from fourreal_rt.runtime.pipeline import Pipeline
+
+    class EnginePipeline(Pipeline):
+        def model_info(self) -> dict:
+            m = engine.manifest["model"]
+            return {"name": m["name"], "trained": m["trained"], "config": m["config"], "path": m.get("path"),
+                    "weights_sha256": m.get("weights_sha256")}
+
+        def denoise_window(self, known, mask, *, steps=None, seed=0, shift=None, progress=None):
+            steps = engine.manifest["steps"] if steps is None else steps
+            shift = engine.manifest["shift"] if shift is None else shift
+            check_request(engine.manifest, steps=steps, shift=shift)
+            return super().denoise_window(known, mask, steps=steps, seed=seed, shift=shift, progress=progress)
+
+        def __call__(self, row, col, *, steps=None, seed=0, shift=None, progress=None):
+            steps = engine.manifest["steps"] if steps is None else steps
+            shift = engine.manifest["shift"] if shift is None else shift
+            grid = super().__call__(row, col, steps=steps, seed=seed, shift=shift, progress=progress)
+            grid.meta["engine"] = engine.info()
+            return grid
+
+    src = ModelSource(engine.manifest["model"]["name"], engine.cfg, None)
+    pipe = EnginePipeline(engine.model, src, engine.device, engine.dtype)
+    pipe.denoiser = engine.denoiser
+    pipe.engine = engine
+    return pipe

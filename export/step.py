@@ -1,0 +1,211 @@
+"""One denoising step of the two-stream model, rearranged for an engine.
+
+`TwoStreamModel.forward` (eq. 4 with a sync layer after every block) spends part of every step on work
+that depends on σ alone: the σ and context embeddings, every block's adaLN vectors (for both streams),
+every sync layer's modulation and the head's adaLN. The σ schedule of an engine is fixed, so that work is
+done once at build time (`sigma_tables`); a step looks its row up on the device (no host sync) and runs
+
+    x = embed(x_noisy, known, mask)                                   # [B, V, T, N, D]
+    for l in 0..L-1:  x^v, x^t = layer(x^v, x^t, tables[l], weights[l])
+    velocity = (head(x^v, c^v) + head(x^t, c^t)) / 2
+
+`Layer` is one layer as a function of its inputs *and its weights*: block φ_l on the columns (view
+stream), φ_l on the rows (time stream), then the sync layer; every layer has the same shapes, so one
+compiled `Layer` serves all L of them. Its arithmetic is `Block.forward` / the sync modules' line for line
+(the tests hold it to the model's output).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fourreal_rt import ops
+from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME
+
+SUPPORTED_SYNC = ("soft", "hard", "average", "weighted")
+LAYER_WEIGHTS = ("qkv_w", "qkv_b", "proj_w", "proj_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "sync_w", "sync_b")
+# state-dict keys the step does not need at run time: they only make σ-only vectors (folded into tables)
+FOLDED_PREFIXES = ("base.sigma_embed.", "base.context_embed.", "base.final_ada.")
+FOLDED_INFIXES = (".ada.",)
+
+
+def runtime_state(model) -> dict:
+    """The model's state dict without the weights whose work is folded into the σ tables."""
+    return {k: v for k, v in model.state_dict().items()
+            if not k.startswith(FOLDED_PREFIXES) and not any(s in k for s in FOLDED_INFIXES)}
+
+
+@torch.no_grad()
+def sigma_tables(model, sigmas: torch.Tensor, dtype: torch.dtype) -> dict:
+    """Every σ-only vector of the model for each σ in `sigmas` [S], batch 1, as the model computes them.
+
+    σ is rounded to `dtype` first, as the sampler hands it to the denoiser (`sample(..., dtype=)`), and
+    every vector is computed by the model's own modules on the model's device and dtype, one σ at a
+    time, so that the engine's modulation is the non-engine path's, bit for bit. Returns float tensors:
+      sigma [S] (float32 of the rounded σ), block [S, L, 2, 1, 6D] (view stream, time stream),
+      sync [S, L, 1, k D] (k = 4 soft, 2 hard, 0 otherwise), head [S, 2, 1, 2D] (view, time).
+    """
+    base, cfg = model.base, model.cfg
+    dev = base.patch_embed.weight.device
+    rounded = sigmas.to(dtype)
+    rows = {"block": [], "sync": [], "head": []}
+    for sig in rounded:
+        sig = sig.reshape(1).to(dev)                                           # [1]
+        s, c_t = base.conditioning(sig, DYNAMIC)                               # [1, D] each
+        c_v = s + base.context_embed.weight[FREEZE_TIME]
+        rows["block"].append(torch.stack([torch.stack([blk.ada(F.silu(c_v)), blk.ada(F.silu(c_t))])
+                                          for blk in base.blocks]))            # [L, 2, 1, 6D]
+        if cfg.sync in ("soft", "hard"):
+            rows["sync"].append(torch.stack([sy.ada(F.silu(s)) for sy in model.syncs]))   # [L, 1, kD]
+        else:
+            rows["sync"].append(torch.zeros(cfg.depth, 1, 0, device=dev, dtype=dtype))
+        rows["head"].append(torch.stack([base.final_ada(F.silu(c_v)), base.final_ada(F.silu(c_t))]))  # [2, 1, 2D]
+    out = {k: torch.stack(v).contiguous() for k, v in rows.items()}
+    out["sigma"] = rounded.float().to(dev)
+    return out
+
+
+def block_apply(x, mod, cos, sin, axis: str, heads: int, qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b):
+    """`Block.forward` with its adaLN vector given. x: [B, V, T, N, D]; mod: [B, 6D]."""
+    sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, -1)                               # [B, D] each
+    h = ops.modulated_layernorm(x, sh1, sc1)
+    B, V, T, N, D = h.shape
+    q, k, v = F.linear(h, qkv_w, qkv_b).view(B, V, T, N, 3, heads, D // heads).unbind(4)  # [B, V, T, N, H, hd]
+    o = ops.grid_attention(q, k, v, cos, sin, axis)                             # [B, V, T, N, H, hd]
+    x = ops.gated_residual(x, F.linear(o.flatten(-2), proj_w, proj_b), g1)      # [B, V, T, N, D]
+    h = ops.modulated_layernorm(x, sh2, sc2)
+    return ops.gated_residual(x, mlp(h, fc1_w, fc1_b, fc2_w, fc2_b), g2)
+
+
+def mlp(h, fc1_w, fc1_b, fc2_w, fc2_b):
+    """fc2(GELU_tanh(fc1(h))). h: [..., D] -> [..., D]. Inside `use_custom_ops()` on CUDA (bf16/fp16, eager) the
+    GELU runs in cuBLASLt's GEMM epilogue (`torch._addmm_activation`), as the model's own MLP does there."""
+    if (ops._custom["on"] and h.is_cuda and h.dtype in (torch.bfloat16, torch.float16)
+            and not torch.compiler.is_compiling()):
+        lead = h.shape[:-1]
+        a = torch._addmm_activation(fc1_b, h.reshape(-1, h.shape[-1]), fc1_w.t(), use_gelu=True)  # [M, hidden]
+        return F.linear(a, fc2_w, fc2_b).view(*lead, -1)
+    return F.linear(F.gelu(F.linear(h, fc1_w, fc1_b), approximate="tanh"), fc2_w, fc2_b)
+
+
+class Layer(nn.Module):
+    """Layer l of the two-stream model as a pure function (no parameters): view-stream block, time-stream
+    block, sync (eqs. 8-10 / supplement eqs. 1-2).
+
+    forward(x_v, x_t [B, V, T, N, D], mod_v, mod_t [B, 6D], mod_s [B, kD], cos_v, sin_v [V, N, hd/2],
+            cos_t, sin_t [T, N, hd/2], qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b,
+            sync_w, sync_b) -> (x_v, x_t)
+    sync_w / sync_b: the sync's linear (soft [2D, 2D] / [2D], hard [D, 2D] / [D]); for "weighted", sync_w
+    is w_l as a 0-d tensor; for "average" both are unused.
+    """
+
+    def __init__(self, heads: int, sync: str):
+        super().__init__()
+        if sync not in SUPPORTED_SYNC:
+            raise ValueError(f"engines support sync {SUPPORTED_SYNC}; '{sync}' is an ablation baseline")
+        self.heads, self.sync = heads, sync
+
+    def forward(self, x_v, x_t, mod_v, mod_t, mod_s, cos_v, sin_v, cos_t, sin_t,
+                qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b, sync_w, sync_b):
+        w = (qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b)
+        y_v = block_apply(x_v, mod_v, cos_v, sin_v, "view", self.heads, *w)      # view stream: columns
+        y_t = block_apply(x_t, mod_t, cos_t, sin_t, "time", self.heads, *w)      # time stream: rows
+        if self.sync == "soft":
+            return ops.soft_sync(y_v, y_t, mod_s, sync_w, sync_b)
+        if self.sync == "hard":
+            x = ops.hard_sync(y_v, y_t, mod_s, sync_w, sync_b)
+            return x, x.clone()
+        if self.sync == "average":
+            x = (y_v + y_t) / 2
+            return x, x.clone()
+        wl = sync_w.to(y_v.dtype)                                                # weighted: w_l
+        return (1 - wl) * y_v + wl * y_t, (1 - wl) * y_t + wl * y_v
+
+
+def layer_weights(model, dtype=None, device=None) -> list[tuple[torch.Tensor, ...]]:
+    """Per layer, the weight tensors `Layer` takes (LAYER_WEIGHTS order)."""
+    cfg = model.cfg
+    out = []
+    for l, blk in enumerate(model.base.blocks):
+        t = [blk.attn.qkv.weight, blk.attn.qkv.bias, blk.attn.proj.weight, blk.attn.proj.bias,
+             blk.fc1.weight, blk.fc1.bias, blk.fc2.weight, blk.fc2.bias]
+        ref = blk.fc1.weight
+        if cfg.sync in ("soft", "hard"):
+            t += [model.syncs[l].linear.weight, model.syncs[l].linear.bias]
+        elif cfg.sync == "weighted":
+            t += [torch.tensor(model.syncs[l].w, dtype=torch.float32), ref.new_zeros(0)]
+        else:
+            t += [ref.new_zeros(0), ref.new_zeros(0)]
+        out.append(tuple(x.detach().to(device=device or x.device,
+                                        dtype=(dtype if x.is_floating_point() and x.dim() else x.dtype))
+                         for x in t))
+    return out
+
+
+class FoldedStep:
+    """The denoiser `(x_noisy, known, mask, sigma) -> velocity` of an engine: batch 1, σ from the table.
+
+    layer: a callable with `Layer`'s signature (the eager `Layer`, or a compiled one returning a list).
+    """
+
+    def __init__(self, model, tables: dict, layer=None, dtype=None):
+        cfg = model.cfg
+        if cfg.sync not in SUPPORTED_SYNC:
+            raise ValueError(f"engines support sync {SUPPORTED_SYNC}; '{cfg.sync}' is an ablation baseline")
+        self.model, self.cfg, self.base = model, cfg, model.base
+        dev = model.base.patch_embed.weight.device
+        self.dtype = dtype or model.base.patch_embed.weight.dtype
+        self.tables = {k: v.to(dev) for k, v in tables.items()}
+        self.weights = layer_weights(model, self.dtype, dev)
+        self.rope_v = self.base.rope(cfg.views, dev)                            # cos, sin [V, N, hd/2]
+        self.rope_t = self.base.rope(cfg.times, dev)                            # cos, sin [T, N, hd/2]
+        self.layer = layer if layer is not None else Layer(cfg.heads, cfg.sync)
+
+    def rows(self, sigma: torch.Tensor):
+        """Table rows of σ (the sampler's σ [B], all equal): nearest tabulated σ, found on the device."""
+        idx = (self.tables["sigma"] - sigma[:1].float()).abs().argmin().view(1)  # [1]
+        return (self.tables["block"].index_select(0, idx)[0],                   # [L, 2, 1, 6D]
+                self.tables["sync"].index_select(0, idx)[0],                    # [L, 1, kD]
+                self.tables["head"].index_select(0, idx)[0])                    # [2, 1, 2D]
+
+    def __call__(self, x_noisy, known, mask, sigma):
+        base = self.base
+        blk, syn, head = self.rows(sigma)
+        x = base.embed_input(x_noisy, known, mask)                              # [1, V, T, N, D]
+        x_v = x_t = x
+        for l, w in enumerate(self.weights):
+            out = self.layer(x_v, x_t, blk[l, 0], blk[l, 1], syn[l], *self.rope_v, *self.rope_t, *w)
+            x_v, x_t = out[0], out[1]
+        v_v = self._head(x_v, head[0])
+        v_t = self._head(x_t, head[1])
+        return (v_v + v_t) / 2                                                  # [1, V, T, H, W, 3]
+
+    def _head(self, x, mod):
+        sh, sc = mod.chunk(2, -1)                                               # [1, D] each
+        return self.base.unpatchify(self.base.final(ops.modulated_layernorm(x, sh, sc)))
+
+
+class GraphedStep:
+    """A step captured into one CUDA graph and replayed for every σ (inputs copied into static buffers;
+    the σ row is looked up inside the graph, so one graph serves the whole schedule)."""
+
+    def __init__(self, step, example, warmup: int = 2):
+        self.step = step
+        self.static = [t.clone() for t in example]                               # x_noisy, known, mask, sigma
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s), torch.no_grad():
+            for _ in range(warmup):
+                step(*self.static)
+        torch.cuda.current_stream().wait_stream(s)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.no_grad():
+            self.out = step(*self.static)
+
+    def __call__(self, x_noisy, known, mask, sigma):
+        for dst, src in zip(self.static, (x_noisy, known, mask, sigma)):
+            if dst.data_ptr() != src.data_ptr():
+                dst.copy_(src)
+        self.graph.replay()
+        return self.out.clone()

@@ -1,0 +1,210 @@
+"""Engines on the CPU (issue 5): the ONNX graph in ONNX Runtime vs PyTorch, the folded step vs the model,
+`build-engine` + `generate --engine` vs `generate --model`, and refusal of damaged or mismatched engines."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import make_video, smooth_frames
+
+from fourreal_rt.cli import main
+from fourreal_rt.model import PRESETS, TwoStreamModel
+from fourreal_rt.model.weights import save_model
+
+pytest.importorskip("onnxruntime_extensions")
+from fourreal_rt.export import engine as E  # noqa: E402
+from fourreal_rt.export import onnx_export, ort_ops  # noqa: E402
+from fourreal_rt.export.step import FoldedStep, sigma_tables  # noqa: E402
+
+torch.set_grad_enabled(False)
+V, T, H, W = 4, 4, 16, 24   # the tiny preset's window and frame size
+STEPS = 2
+
+# ORT vs PyTorch, both float32 on the CPU: only the order of operations differs (ORT's MatMul / LayerNorm /
+# Softmax kernels vs ATen's; the fourreal.ops nodes run the same twins). Measured on the tiny preset: rel L2
+# 1-3e-6, max abs 2-4e-5 with max |ref| ~ 9. Bounds with ~4x headroom:
+ONNX_REL_L2 = 1e-5
+ONNX_MAX_ABS = 1e-5     # times (1 + max |ref|)
+
+
+def random_model(sync="soft", seed=0):
+    """Tiny two-stream model with non-zero weights everywhere (zero-init layers would hide errors)."""
+    torch.manual_seed(seed)
+    m = TwoStreamModel(PRESETS["tiny"].replace(sync=sync)).eval()
+    g = torch.Generator().manual_seed(seed)
+    for p in m.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return m
+
+
+@pytest.mark.parametrize("sync", ["soft", "hard"])
+def test_onnx_graph_runs_in_onnx_runtime_and_matches_pytorch(tmp_path, sync):
+    import onnx
+
+    model = random_model(sync)
+    inputs = onnx_export.example_inputs(model.cfg)
+    rep = onnx_export.export_onnx(model, tmp_path / "model.onnx", inputs)
+    onnx_export.check_onnx(tmp_path / "model.onnx")
+    m = onnx.load(str(tmp_path / "model.onnx"))
+    domains = {n.domain for n in m.graph.node}
+    assert domains == {"", onnx_export.DOMAIN}                       # ours + standard ONNX, nothing else
+    assert {o.domain: o.version for o in m.opset_import}[""] >= 18
+    custom = rep["nodes"][onnx_export.DOMAIN]
+    L = model.cfg.depth
+    assert custom["GridAttention"] == 2 * L                           # each block, both streams
+    assert custom["SoftSync" if sync == "soft" else "HardSync"] == L
+    for vi in m.graph.input:                                          # static shapes (TensorRT-friendly)
+        assert all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim), vi.name
+    r = ort_ops.compare(tmp_path / "model.onnx", model, inputs)
+    assert r["finite"]
+    assert r["rel_l2"] <= ONNX_REL_L2, r
+    assert r["max_abs"] <= ONNX_MAX_ABS * (1 + r["max_abs_ref"]), r
+
+
+@pytest.mark.parametrize("sync", ["soft", "hard", "average", "weighted"])
+def test_folded_step_equals_the_model(sync):
+    """σ-only work from the tables + the functional layer give the model's velocity, bit for bit (float32)."""
+    from fourreal_rt.ops import use_custom_ops
+    from fourreal_rt.sampler.flow import sigma_schedule
+
+    model = random_model(sync, seed=1)
+    sig = sigma_schedule(3)[:-1]
+    step = FoldedStep(model, sigma_tables(model, sig, torch.float32))
+    x, known, mask, _ = onnx_export.example_inputs(model.cfg, seed=2)
+    for s in sig.flip(0):                                             # any order: the row is looked up by σ
+        ref = model(x, known, mask, s.reshape(1))
+        assert torch.equal(step(x, known, mask, s.reshape(1)), ref)
+        with use_custom_ops():                                        # the fourreal:: ops (twins on the CPU)
+            assert torch.equal(step(x, known, mask, s.reshape(1)), ref)
+
+
+# ---- build-engine + generate --engine -------------------------------------------------------------------------
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    d = tmp_path_factory.mktemp("engine")
+    model_dir = save_model(random_model("soft", seed=3), d / "model")
+    row = smooth_frames(V, H, W, seed=1)
+    col = smooth_frames(V, H, W, seed=2)
+    col[0] = row[0]
+    videos = make_video(d / "in_row.mp4", row, 8), make_video(d / "in_col.mp4", col, 8)
+    r = run("build-engine", "--model", model_dir, "--steps", STEPS, "--device", "cpu", "--runtime", "eager",
+            "--onnx-check", "off", "-o", d / "E")
+    assert r.exit_code == 0, r.output
+    return {"dir": d, "model": model_dir, "videos": videos, "engine": d / "E"}
+
+
+def copy_engine(built, tmp_path):
+    return shutil.copytree(built["engine"], tmp_path / "E")
+
+
+def generate(built, out, *extra):
+    row, col = built["videos"]
+    return run("generate", row, col, "-o", out, "--quiet", "--seed", 5, *extra)
+
+
+def test_engine_directory_and_manifest(built):
+    e = built["engine"]
+    m = json.loads((e / "manifest.json").read_text())
+    assert m["format_version"] == E.FORMAT_VERSION and m["fourreal_rt"] == E.package_version()
+    assert m["grid"] == [V, T] and m["frame"] == [H, W] and m["steps"] == STEPS and len(m["sigmas"]) == STEPS + 1
+    assert m["dtype"] == "fp32" and m["device"]["type"] == "cpu" and m["torch"] == torch.__version__
+    assert m["model"]["weights_sha256"] == E.sha256_file(built["model"] / "model.safetensors")
+    assert set(m["files"]) == {p.name for p in e.iterdir() if p.name != "manifest.json"}
+    assert {"model.onnx", "weights.safetensors", "sigma_tables.safetensors"} <= set(m["files"])
+    assert m["runtime"]["name"] == "eager" and m["candidates"]["eager"]["rel_err"] == 0.0
+    E.verify_files(e, m)
+
+
+def test_generate_with_engine_equals_generate_with_model(built, tmp_path):
+    r = generate(built, tmp_path / "a", "--engine", built["engine"], "--json")
+    assert r.exit_code == 0, r.output
+    r = generate(built, tmp_path / "b", "--model", built["model"], "--steps", STEPS, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    a = np.load(tmp_path / "a" / "grid.npz")["frames"]
+    b = np.load(tmp_path / "b" / "grid.npz")["frames"]
+    assert np.array_equal(a, b)                                         # float32 on the CPU: the same frames
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["engine"]["runtime"]["name"] == "eager" and meta["steps"] == STEPS
+    assert meta["model"]["weights_sha256"] == E.sha256_file(built["model"] / "model.safetensors")
+
+
+@pytest.mark.parametrize("damage,words", [
+    ("flip", ["weights.safetensors", "damaged", "sha256"]),             # read by the step: checked before use
+    ("flip-onnx", ["model.onnx", "damaged", "sha256"]),                 # not read: checked before any output
+    ("truncate", ["model.onnx", "damaged", "size"]),
+    ("delete", ["sigma_tables.safetensors", "missing"]),
+])
+def test_damaged_engine_is_refused(built, tmp_path, damage, words):
+    e = copy_engine(built, tmp_path)
+    if damage.startswith("flip"):
+        p = e / ("model.onnx" if damage == "flip-onnx" else "weights.safetensors")
+        b = bytearray(p.read_bytes())
+        b[-7] ^= 0x01                                                    # one bit of one weight
+        p.write_bytes(bytes(b))
+    elif damage == "truncate":
+        p = e / "model.onnx"
+        p.write_bytes(p.read_bytes()[:-10])
+    else:
+        (e / "sigma_tables.safetensors").unlink()
+    r = generate(built, tmp_path / "o", "--engine", e)
+    assert r.exit_code == 5, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and all(w in line for w in words), line
+    assert not (tmp_path / "o").exists()
+
+
+def edit_manifest(e, fn):
+    p = e / "manifest.json"
+    m = json.loads(p.read_text())
+    fn(m)
+    p.write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("case", ["package", "gpu", "format", "steps", "dtype", "model"])
+def test_mismatched_engine_is_refused(built, tmp_path, case):
+    e = copy_engine(built, tmp_path)
+    extra = []
+    if case == "package":
+        edit_manifest(e, lambda m: m.update(fourreal_rt="0.0.1"))
+        words = ["fourreal-rt 0.0.1", f"fourreal-rt {E.package_version()}"]
+    elif case == "gpu":
+        edit_manifest(e, lambda m: m.update(device={"type": "cuda", "name": "NVIDIA H100 80GB HBM3",
+                                                    "capability": "9.0"}))
+        words = ["NVIDIA H100 80GB HBM3 (sm_90)"]
+    elif case == "format":
+        edit_manifest(e, lambda m: m.update(format_version=99))
+        words = ["format 99"]
+    elif case == "steps":
+        extra, words = ["--steps", STEPS + 1], [f"built for {STEPS} steps", f"asked for {STEPS + 1}"]
+    elif case == "dtype":
+        extra, words = ["--dtype", "bf16"], ["built for fp32", "bf16"]
+    else:
+        extra, words = ["--model", "small"], ["--model small differs", "dim"]
+    r = generate(built, tmp_path / "o", "--engine", e, *extra)
+    assert r.exit_code == 5, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and all(w in line for w in words), line
+
+
+def test_request_for_another_grid_is_refused(built):
+    m = E.read_manifest(built["engine"])
+    E.check_request(m, grid=(V, T), frame=(H, W), steps=STEPS)
+    with pytest.raises(E.EngineError, match=r"built for a 4x4 grid .* asked for 8x8"):
+        E.check_request(m, grid=(8, 8))
+    with pytest.raises(E.EngineError, match=r"built for 16x24 frames, asked for 72x128"):
+        E.check_request(m, frame=(72, 128))
+
+
+def test_build_engine_refuses_existing_directory_and_fp8(built, tmp_path):
+    (tmp_path / "E").mkdir()
+    r = run("build-engine", "--model", built["model"], "--device", "cpu", "-o", tmp_path / "E")
+    assert r.exit_code == 4 and "exists" in r.output
+    r = run("build-engine", "--model", built["model"], "--device", "cpu", "--dtype", "fp8", "-o", tmp_path / "F")
+    assert r.exit_code == 5 and "fp8" in r.output and not (tmp_path / "F").exists()
