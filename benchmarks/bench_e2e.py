@@ -236,7 +236,7 @@ def main(argv=None):
         else:
             m = json.load(open(os.path.join(engine_dir, "manifest.json")))
             res["engine"] = {k: m[k] for k in ("runtime", "candidates", "non_engine_step_ms", "sdpa_backends_ms",
-                                               "kernels", "build", "dtype", "device")}
+                                               "kernels", "build", "dtype", "device", "reference")}
             res["engine"]["onnx"] = {k: v for k, v in m["onnx"].items() if k != "files"}
             res["engine"]["bytes"] = {n: f["bytes"] for n, f in m["files"].items()}
         log(f"build-engine: {res['build_wall_s']} s wall (exit {p.returncode})")
