@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_kernels import cuda_time, median  # noqa: E402
+from bench_kernels import cuda_time, graphed, median  # noqa: E402
 from fourreal_rt import ops  # noqa: E402
 from fourreal_rt.model import PRESETS, TwoStreamModel  # noqa: E402
 from fourreal_rt.model.blocks import IN_CHANNELS  # noqa: E402
@@ -81,18 +81,40 @@ def inputs(cfg, device, dtype, seed: int = 1):
     return x, known, mask, sigma
 
 
-def graphed(fn):
-    """Captures fn() in a CUDA graph (after warm-up on a side stream); returns (replay, output)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn()
-    return graph.replay, out
+def kernel_breakdown(fn, top: int = 22):
+    """Profiles one call of fn and prints GPU time by kernel family and the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t > 0 and e.key and not e.key.startswith(("fourreal::", "fourreal_C::", "aten::", "cuda")):
+            rows.append((t / 1e3, e.count, e.key))
+    rows.sort(reverse=True)
+
+    def family(name):
+        n = name.lower()
+        if "fourreal" in n:
+            return "ours (csrc kernels)"
+        if any(w in n for w in ("fmha", "cudnn", "flash", "attention", "sdpa")):
+            return "attention core (cuDNN)"
+        if any(w in n for w in ("gemm", "xmma", "cutlass", "sm90", "matmul", "ampere", "hopper")):
+            return "GEMM (cuBLAS)"
+        return "other (PyTorch elementwise etc.)"
+
+    fams: dict = {}
+    for ms, _, name in rows:
+        fams[family(name)] = fams.get(family(name), 0.0) + ms
+    total = sum(fams.values())
+    print(f"GPU time by family ({total:.1f} ms in kernels):", flush=True)
+    for k, v in sorted(fams.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:<34} {v:8.2f} ms  {v / total * 100:5.1f}%", flush=True)
+    print("top kernels:", flush=True)
+    for ms, count, name in rows[:top]:
+        print(f"  {ms:8.2f} ms  x{count:<4} {name[:110]}", flush=True)
 
 
 def main():
@@ -104,6 +126,7 @@ def main():
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-fp8", action="store_true")
     ap.add_argument("--no-ref", action="store_true", help="skip the fp32 reference run (error report)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the per-kernel breakdown of ours")
     args = ap.parse_args()
     dev, bf = "cuda", torch.bfloat16
     cfg = PRESETS[args.preset].replace(sync=args.sync)
@@ -140,29 +163,33 @@ def main():
         report("ours", ours)
         outputs["ours"] = ours().float()
         try:
-            replay, out_g = graphed(ours)
+            _, replay, out_g = graphed(ours)
             report("ours+graph", replay)
             outputs["ours+graph"] = out_g.float()
         except Exception as e:
             print(f"ours+graph: capture failed: {type(e).__name__}: {e}", flush=True)
 
-        if not args.no_fp8:
-            m8 = copy.deepcopy(model)
-            swapped = fp8.convert_to_fp8(m8)
+        if not args.no_profile:
+            kernel_breakdown(ours)
 
-            def ours8():
-                with ops.use_custom_ops():
-                    return m8(x, known, mask, sigma)
-            print(f"fp8: {swapped} linears swapped to e4m3 row-wise", flush=True)
-            try:
-                replay8, out8 = graphed(ours8)
-                report("ours fp8+graph", replay8)
-            except Exception as e:
-                print(f"ours fp8+graph: capture failed ({type(e).__name__}: {e}); timing without a graph", flush=True)
-                report("ours fp8", ours8)
-                out8 = ours8()
-            outputs["ours fp8"] = out8.float()
-            del m8
+        if not args.no_fp8:
+            for label, targets in [("ours fp8", ("qkv", "fc1", "fc2")), ("ours fp8 all", fp8.DEFAULT_TARGETS)]:
+                m8 = copy.deepcopy(model)
+                swapped = fp8.convert_to_fp8(m8, targets)
+
+                def ours8(m8=m8):
+                    with ops.use_custom_ops():
+                        return m8(x, known, mask, sigma)
+                print(f"{label}: {swapped} linears ({', '.join(targets)}) swapped to e4m3 row-wise", flush=True)
+                try:
+                    _, replay8, out8 = graphed(ours8)
+                    report(label + "+graph", replay8)
+                except Exception as e:
+                    print(f"{label}+graph: capture failed ({type(e).__name__}: {e}); timing without a graph", flush=True)
+                    report(label, ours8)
+                    out8 = ours8()
+                outputs[label] = out8.float()
+                del m8, out8
 
         if not args.no_ref:  # errors against an fp32 run of the same weights and inputs
             ref_model = copy.deepcopy(model).float()
@@ -177,9 +204,12 @@ def main():
                 d = out.double() - ref
                 rel = (d.norm() / ref.norm()).item()
                 psnr = 20 * math.log10(peak / max(d.pow(2).mean().sqrt().item(), 1e-30))
-                quality[name] = {"rel_l2": rel, "psnr_db": psnr, "finite": bool(torch.isfinite(out).all())}
-                print(f"error vs fp32  {name:<16} rel L2 {rel:.2e}  PSNR {psnr:6.2f} dB  finite "
-                      f"{quality[name]['finite']}", flush=True)
+                d_e = out.double() - outputs["eager"].double()
+                psnr_e = 20 * math.log10(peak / max(d_e.pow(2).mean().sqrt().item(), 1e-30))
+                quality[name] = {"rel_l2": rel, "psnr_db": psnr, "psnr_vs_bf16_eager_db": psnr_e,
+                                 "finite": bool(torch.isfinite(out).all())}
+                print(f"error vs fp32  {name:<16} rel L2 {rel:.2e}  PSNR {psnr:6.2f} dB   (vs bf16 eager: "
+                      f"{psnr_e:6.2f} dB)  finite {quality[name]['finite']}", flush=True)
             results["quality"] = quality
 
         if not args.no_compile:  # last: its compilation is the slowest part of the run
@@ -189,7 +219,7 @@ def main():
             torch.cuda.synchronize()
             print(f"torch.compile: first call (compilation) {time.time() - t0:.1f} s", flush=True)
             report("compile", lambda: compiled(x, known, mask, sigma))
-            for name in ("ours", "ours+graph", "ours fp8+graph", "ours fp8"):
+            for name in ("ours", "ours+graph", "ours fp8+graph", "ours fp8 all+graph"):
                 if name in results:
                     print(f"  {name:<16} {results['compile'] / results[name]:.3f}x compile, "
                           f"{results['eager'] / results[name]:.3f}x eager", flush=True)
