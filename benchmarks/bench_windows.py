@@ -6,8 +6,9 @@ Two questions, one script:
            a fresh subprocess so that its peak RSS (ru_maxrss) is its own; the grid is spooled to disk
            (--store disk) so the figure shows what the float work holds: it must stay flat while the
            number of windows grows, and time must grow linearly with windows.
-           Memory columns: rss_base (after model load + warm-up), rss_peak, np_peak (tracemalloc: numpy
-           and Python allocations during generation), cuda_peak (torch.cuda.max_memory_allocated).
+           Memory columns: rss_base (peak RSS after model load + warm-up), rss_peak (peak RSS at the end, and
+           its rise over rss_base), rss after windows (current RSS after each window, min-max), np_peak
+           (tracemalloc: numpy and Python allocations during generation), cuda_peak (max_memory_allocated).
 
   quality  On held-out synthetic scenes with ground truth (fourreal_rt.data.scenes, TEST_SEEDS), PSNR of a
            16 x 16 grid generated three ways, over the generated cells only:
@@ -42,6 +43,8 @@ import tracemalloc
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from a bare checkout
+
 
 def log(*a):
     print(*a, flush=True)
@@ -72,6 +75,8 @@ def timing_child(a) -> dict:
     from fourreal_rt.runtime.windows import generate_grid, parse_grid
 
     V, T = parse_grid(a.grid)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     pipe = Pipeline.from_pretrained(a.model, device=a.device, dtype=a.dtype)
     H, W = pipe.frame_size
     wv, wt = pipe.grid_shape
@@ -88,9 +93,16 @@ def timing_child(a) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024      # MiB (Linux: KiB)
+    rss_now = []                                                        # MiB after each window
+
+    def window_done(w, seconds):
+        with open("/proc/self/statm") as f:
+            rss_now.append(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20)
+
     tracemalloc.start()
     t0 = time.perf_counter()
-    grid = generate_grid(pipe, row, col, steps=a.steps, seed=0, overlap=a.overlap, store=a.store)
+    grid = generate_grid(pipe, row, col, steps=a.steps, seed=0, overlap=a.overlap, store=a.store,
+                         on_window_done=window_done)
     wall = time.perf_counter() - t0
     np_peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
     tracemalloc.stop()
@@ -99,16 +111,18 @@ def timing_child(a) -> dict:
     return {"grid": [V, T], "window": [wv, wt], "frame": [H, W], "windows": len(per), "steps": a.steps,
             "store": grid.meta["windows"]["store"], "total_s": wall, "per_window_ms_median": 1e3 * float(np.median(per)),
             "per_window_ms_mean": 1e3 * wall / len(per), "rss_base_mib": rss_base, "rss_peak_mib": rss_peak,
-            "np_peak_mib": np_peak, "grid_mib": V * T * H * W * 3 / 2 ** 20,
+            "np_peak_mib": np_peak, "rss_after_windows_mib": [round(x, 1) for x in rss_now], "grid_mib": V * T * H * W * 3 / 2 ** 20,
             "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
-            "device": device_name(pipe.device), "dtype": str(pipe.dtype).replace("torch.", "")}
+            "device": device_name(pipe.device), "dtype": str(pipe.dtype).replace("torch.", ""),
+            "per_window_ms_min": 1e3 * float(np.min(per)), "loadavg_1min_after": os.getloadavg()[0]}
 
 
 def timing(a):
     rows = []
     for g in a.grids:
         cmd = [sys.executable, os.path.abspath(__file__), "timing-child", "--grid", g, "--model", a.model,
-               "--steps", str(a.steps), "--device", a.device, "--dtype", a.dtype, "--store", a.store]
+               "--steps", str(a.steps), "--device", a.device, "--dtype", a.dtype, "--store", a.store,
+               "--threads", str(a.threads)]
         if a.overlap:
             cmd += ["--overlap", str(a.overlap)]
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -118,9 +132,10 @@ def timing(a):
         rows.append(r)
         cuda = f"  cuda_peak {r['cuda_peak_mib']:7.1f} MiB" if r["cuda_peak_mib"] is not None else ""
         log(f"grid {g:>6}  windows {r['windows']:3d}  total {r['total_s']:8.2f} s  per window "
-            f"{r['per_window_ms_mean']:8.1f} ms (median {r['per_window_ms_median']:8.1f})  rss_base "
-            f"{r['rss_base_mib']:7.1f} MiB  rss_peak {r['rss_peak_mib']:7.1f} MiB  np_peak {r['np_peak_mib']:6.1f} MiB"
-            f"  grid {r['grid_mib']:7.1f} MiB  store {r['store']}{cuda}")
+            f"{r['per_window_ms_mean']:8.1f} ms (median {r['per_window_ms_median']:8.1f}, min {r['per_window_ms_min']:8.1f})  rss_base "
+            f"{r['rss_base_mib']:7.1f} MiB  rss_peak {r['rss_peak_mib']:7.1f} MiB (+{r['rss_peak_mib'] - r['rss_base_mib']:5.1f})  "
+            f"rss after windows {min(r['rss_after_windows_mib']):6.1f}-{max(r['rss_after_windows_mib']):6.1f} MiB  np_peak {r['np_peak_mib']:6.1f} MiB"
+            f"  grid {r['grid_mib']:7.1f} MiB  store {r['store']}{cuda}  load {r['loadavg_1min_after']:.1f}")
     if len(rows) > 1:  # least squares total = a + b * windows
         n = np.array([r["windows"] for r in rows], float)
         t = np.array([r["total_s"] for r in rows])
@@ -204,6 +219,8 @@ def quality(a):
     from fourreal_rt.runtime.pipeline import Pipeline
     from fourreal_rt.runtime.windows import generate_grid, given_mask, plan_windows
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     src = resolve(a.model)
     if not src.trained:
         log(f"WARNING: {a.model} has random weights: the PSNR below only shows that the script runs; "
@@ -228,8 +245,8 @@ def quality(a):
         seed = TEST_SEEDS[a.first_scene + i]
         spos = lambda n, w: torch.arange(n, dtype=torch.float32) / (w - 1)   # training spacing
         t0 = time.perf_counter()
-        gt = render_grid(seed, V, T, H, W, device="cpu", view_pos=spos(V, wv), times=spos(T, wt))["frames"]
-        gt = (gt * 255).round().clamp(0, 255).to(torch.uint8).numpy()    # [V, T, H, W, 3]
+        gt = render_grid(seed, V, T, H, W, device=pipe.device, view_pos=spos(V, wv), times=spos(T, wt))["frames"]
+        gt = (gt * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()   # [V, T, H, W, 3]
         t_render = time.perf_counter() - t0
         line = [f"scene {seed}"]
         for name, fn in methods.items():
@@ -258,7 +275,8 @@ def quality(a):
     summary["sliding"]["window_distance"] = per_w
     log("sliding by window distance i + j: " + "  ".join(f"{d}: {x:.2f}" for d, x in per_w.items()))
     log(json.dumps({"date": datetime.date.today().isoformat(), "commit": commit(), "model": src.name,
-                    "trained": src.trained, "steps": a.steps, "scenes": a.scenes, "summary": summary}))
+                    "trained": src.trained, "weights_sha256": pipe.model_info()["weights_sha256"],
+                    "device": device_name(pipe.device), "overlap": list(plan.overlap), "steps": a.steps, "scenes": a.scenes, "summary": summary}))
 
 
 def main(argv=None):
@@ -276,6 +294,7 @@ def main(argv=None):
     p.add_argument("--scenes", type=int, default=4)
     p.add_argument("--first-scene", type=int, default=0, help="offset into TEST_SEEDS")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     a = p.parse_args(argv)
     a.steps = a.steps or (16 if a.question == "quality" else 1)
     if a.question == "timing-child":

@@ -25,6 +25,7 @@ The model fills one window of wv x wt frames (GridConfig.views x GridConfig.time
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import tempfile
@@ -324,13 +325,14 @@ def open_store(shape, kind: str = "auto", directory=None) -> GridStore:
 
 # ---- running a plan ------------------------------------------------------------------------------------------
 
-def run_plan(pipe, plan: WindowPlan, row: np.ndarray, col: np.ndarray, *, steps: int, shift: float = 1.0,
+def run_plan(pipe, plan: WindowPlan, row: np.ndarray, col: np.ndarray, *, steps: int, shift: float | None = None,
              store: GridStore, on_window_start: Callable[[Window], Callable[[int], None] | None] | None = None,
              on_window_done: Callable[[Window, float], None] | None = None) -> np.ndarray:
     """Fills `store` window by window; returns store.finish().
 
     pipe: anything with `denoise_window(known, mask, steps=, seed=, shift=, progress=)` (runtime.pipeline).
     row: uint8 [T, H, W, 3] (view 0); col: uint8 [V, H, W, 3] (time 0); frame [0, 0] is the row's.
+    shift=None leaves the σ shift to the pipeline (an engine's is fixed by its manifest).
     on_window_start(window) may return a per-step progress callback; on_window_done(window, seconds).
     """
     V, T = plan.V, plan.T
@@ -350,12 +352,19 @@ def run_plan(pipe, plan: WindowPlan, row: np.ndarray, col: np.ndarray, *, steps:
         progress = on_window_start(w) if on_window_start else None
         t0 = time.perf_counter()
         known = store.read(w, mask)                            # [nv, nt, H, W, 3]
-        out = pipe.denoise_window(known, mask, steps=steps, seed=w.seed, shift=shift, progress=progress)
+        kw = {} if shift is None else {"shift": shift}
+        out = pipe.denoise_window(known, mask, steps=steps, seed=w.seed, progress=progress, **kw)
         store.write(w, out, ~mask)                             # generated cells only; known ones are final
         done[w.views, w.times] = True
         if on_window_done:
             on_window_done(w, time.perf_counter() - t0)
     return store.finish()
+
+
+def _default_shift(pipe):
+    """The σ shift `pipe.denoise_window` uses when given none (None where the pipeline decides, e.g. an engine)."""
+    p = inspect.signature(pipe.denoise_window).parameters.get("shift")
+    return p.default if p is not None and p.default is not inspect.Parameter.empty else None
 
 
 def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None = None, seed: int = 0,
@@ -368,11 +377,11 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
     holds the plan; its frames are an ndarray, or a read-only memmap when the store went to disk
     (`scratch_dir`: where the scratch .npy goes; default the system temp directory)."""
     from .. import __version__
-    from .pipeline import DEFAULT_SHIFT, DEFAULT_STEPS, Grid
     import torch
 
+    from .pipeline import DEFAULT_STEPS, Grid
+
     steps = steps or DEFAULT_STEPS
-    shift = DEFAULT_SHIFT if shift is None else shift
     T, V = len(row), len(col)
     H, W = pipe.frame_size
     plan = plan_windows(V, T, pipe.grid_shape, overlap, seed)
@@ -391,7 +400,8 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
     finally:
         gs.close()
     meta = {"fourreal_rt": __version__, "model": pipe.model_info(), "seed": seed, "steps": steps,
-            "sigma_shift": shift, "device": str(pipe.device), "dtype": str(pipe.dtype).replace("torch.", ""),
+            "sigma_shift": shift if shift is not None else _default_shift(pipe), "device": str(pipe.device),
+            "dtype": str(pipe.dtype).replace("torch.", ""),
             "engine": None, "torch": torch.__version__,
             "windows": {**{k: v for k, v in plan.to_dict().items() if k != "windows"}, "count": len(plan),
                         "store": gs.kind, "per_window_s": per_window,
