@@ -175,6 +175,9 @@ def main(argv=None):
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     ap.add_argument("--configs", nargs="+", default=["engine", "eager", "compile"])
     ap.add_argument("--runtime", default="auto", help="build-engine --runtime")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep a model directory and outputs already in --work (a re-run on the same machine): the "
+                         "PSNR then also compares with configurations of the earlier run")
     ap.add_argument("--work", default="/tmp/fourreal-bench", help="scratch: model, videos, engine, outputs")
     ap.add_argument("--out", default=None, help="where results.json and the logs go")
     ap.add_argument("--budget-s", type=float, default=86400.0,
@@ -203,7 +206,9 @@ def main(argv=None):
             json.dump(res, f, indent=2)
 
     t0 = time.perf_counter()
-    model_dir = make_model(a.preset, os.path.join(a.work, "model"), dev)
+    model_dir = os.path.join(a.work, "model")
+    if not (a.reuse and os.path.exists(os.path.join(model_dir, "model.safetensors"))):
+        make_model(a.preset, model_dir, dev)
     row, col, truth = make_videos(a.preset, os.path.join(a.work, "inputs"), dev)
     res["setup_s"] = round(time.perf_counter() - t0, 1)
     log(f"set-up (random model dir + input videos): {res['setup_s']} s")
@@ -259,6 +264,12 @@ def main(argv=None):
         log(json.dumps(r))
         save()
 
+    if a.reuse:                                            # outputs of an earlier run (same model, seed, inputs)
+        for k in ("engine", "eager", "compile"):
+            old = os.path.join(a.work, f"out_{k}", "grid.npz")
+            if k not in outs and os.path.exists(old):
+                outs[k] = os.path.dirname(old)
+                res.setdefault("earlier_outputs", []).append(k)
     frames = {k: np.load(os.path.join(v, "grid.npz"))["frames"] for k, v in outs.items()}
     gen = np.ones(frames[next(iter(frames))].shape[:2], bool) if frames else None
     if gen is not None:

@@ -54,6 +54,10 @@ ORT_CHECK_MAX_WORK = 2e7
 CANDIDATE_ATOL = {torch.float32: 1e-5, torch.bfloat16: 1e-3, torch.float16: 5e-4}
 
 
+# AOTInductor candidates are built and checked in a process of their own (None: on CUDA targets).
+ISOLATE_AOTI: bool | None = None
+
+
 class EngineError(ValueError):
     """An engine cannot be built or used; the message is one line that says what differs or is wrong."""
 
@@ -281,6 +285,124 @@ class EngineDenoiser:
         return self.graphed(x_noisy, known, mask, sigma)
 
 
+# ---- candidates ---------------------------------------------------------------------------------------------------
+
+def _try_candidate(d: Path, name, kind, custom, model, tables, step, example, ref32, bound, sdpa, graphs, dev, dt,
+                   log) -> dict:
+    """Builds one candidate runtime, checks it against the float32 reference, times one step."""
+    from .step import FoldedStep
+
+    r: dict = {"layer": kind, "custom_ops": custom}
+    try:
+        layer = None
+        if kind == "aoti":
+            path = d / f".{name}.pt2"
+            r.update(compile_layer(model, step, example, path, custom, sdpa))
+            layer = AOTILayer(path, dev)
+            r["file"] = path.name
+            log(f"{name}: AOTInductor layer built (export {r['export_s']} s, compile {r['compile_s']} s)")
+        s = FoldedStep(model, tables, layer=layer, dtype=dt)
+        den = EngineDenoiser(s, custom_ops=custom, sdpa=sdpa, cuda_graph=graphs)
+        try:
+            out = den(*example).float()
+        except Exception as e:
+            if not graphs:
+                raise
+            r["cuda_graph_error"] = str(e).splitlines()[0][:200]
+            den = EngineDenoiser(s, custom_ops=custom, sdpa=sdpa, cuda_graph=False)
+            out = den(*example).float()
+        r["cuda_graph"] = den.cuda_graph
+        r["rel_err"] = _rel_err(out, ref32)
+        timer = _time_cuda if dev.type == "cuda" else _time_cpu
+        r["step_ms"] = round(timer(lambda: den(*example)), 3)
+        r["ok"] = r["rel_err"] <= bound
+        log(f"{name}: step {r['step_ms']:.1f} ms, rel err vs float32 {r['rel_err']:.2e}, "
+            f"cuda graph {r['cuda_graph']}{'' if r['ok'] else '  (REJECTED: error too large)'}")
+        del den, s
+    except Exception as e:
+        r["ok"] = False
+        r["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        log(f"{name}: failed ({r['error']})")
+    return r
+
+
+def _candidate_in_process(d: Path, name, custom, cfg, dt, dev, sdpa, graphs, bound, ref32, example, log) -> dict:
+    """`_try_candidate` for an AOTInductor layer in a process of its own (`python -m fourreal_rt.export.engine
+    candidate`), which reads the weights and tables already written to `d`. A crash there (seen once: SIGSEGV
+    while compiling on an H100 with torch 2.11) rejects the candidate instead of ending the build."""
+    from safetensors.torch import save_file
+
+    job = d / f".{name}.job"
+    job.mkdir()
+    save_file({"ref32": ref32.float().cpu().contiguous(), "x": example[0].cpu().contiguous(),
+               "known": example[1].cpu().contiguous(), "mask": example[2].cpu().contiguous(),
+               "sigma": example[3].cpu().contiguous()}, str(job / "inputs.safetensors"))
+    (job / "spec.json").write_text(json.dumps({"name": name, "custom": custom, "config": json.loads(cfg.to_json()),
+                                               "dtype": dtype_name(dt), "device": str(dev), "sdpa": sdpa,
+                                               "graphs": graphs, "bound": bound}))
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "fourreal_rt.export.engine", "candidate", str(d), str(job)],
+                       capture_output=True, text=True)
+    for line in p.stderr.splitlines():
+        if line.startswith("candidate: "):
+            log(line[len("candidate: "):])
+    try:
+        r = json.loads((job / "report.json").read_text())
+    except (OSError, ValueError):
+        tail = [l for l in p.stderr.strip().splitlines() if l.strip()][-1:] or ["no output"]
+        why = f"signal {-p.returncode}" if p.returncode < 0 else f"exit {p.returncode}"
+        r = {"layer": "aoti", "custom_ops": custom, "ok": False,
+             "error": f"its process ended ({why}) after {time.perf_counter() - t0:.0f} s: {tail[0][:200]}"}
+        log(f"{name}: failed ({r['error']})")
+    shutil.rmtree(job, ignore_errors=True)
+    return r
+
+
+def _candidate_main(engine_dir: str, job_dir: str) -> int:
+    """Child side of `_candidate_in_process`."""
+    from safetensors.torch import load_file
+
+    from fourreal_rt.model.config import GridConfig
+
+    from .step import FoldedStep
+
+    d, job = Path(engine_dir), Path(job_dir)
+    spec = json.loads((job / "spec.json").read_text())
+    dev, dt = torch.device(spec["device"]), DTYPES[spec["dtype"]]
+    cfg = GridConfig.from_dict(spec["config"])
+    model = _runtime_model(cfg, d / WEIGHTS_FILE, dev)
+    tables = load_file(str(d / TABLES_FILE), device=str(dev))
+    t = load_file(str(job / "inputs.safetensors"), device=str(dev))
+    example = (t["x"], t["known"], t["mask"], t["sigma"])
+    step = FoldedStep(model, tables, dtype=dt)
+    if spec["custom"]:
+        kernels_status()
+
+    def log(msg):
+        print(f"candidate: {msg}", file=sys.stderr, flush=True)
+
+    r = _try_candidate(d, spec["name"], "aoti", spec["custom"], model, tables, step, example, t["ref32"].double(),
+                       spec["bound"], spec["sdpa"], spec["graphs"], dev, dt, log)
+    (job / "report.json").write_text(json.dumps(r))
+    return 0
+
+
+def _runtime_model(cfg, weights_path: Path, dev: torch.device):
+    """The two-stream model with the runtime weights of an engine loaded on `dev` (the folded ones left empty)."""
+    from safetensors.torch import load_file
+
+    from fourreal_rt.model.twostream import TwoStreamModel
+
+    with _no_init(), torch.no_grad():                            # no init work: every used weight is loaded below
+        model = TwoStreamModel(cfg)
+    state = load_file(str(weights_path), device=str(dev))
+    missing = set(state) - set(model.state_dict())
+    if missing:
+        raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config ({sorted(missing)[:3]})")
+    model.load_state_dict(state, strict=False, assign=True)
+    return model.eval()
+
+
 # ---- build ------------------------------------------------------------------------------------------------------
 
 def load_source(src):
@@ -497,37 +619,12 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, p
     results: dict = {}
     best = None
     for name, kind, custom in cands:
-        r: dict = {"layer": kind, "custom_ops": custom}
-        try:
-            layer = None
-            if kind == "aoti":
-                path = d / f".{name}.pt2"
-                r.update(compile_layer(model, step, example, path, custom, sdpa))
-                layer = AOTILayer(path, dev)
-                r["file"] = path.name
-                log(f"{name}: AOTInductor layer built (export {r['export_s']} s, compile {r['compile_s']} s)")
-            s = FoldedStep(model, tables, layer=layer, dtype=dt)
-            den = EngineDenoiser(s, custom_ops=custom, sdpa=sdpa, cuda_graph=graphs)
-            try:
-                out = den(*example).float()
-            except Exception as e:
-                if not graphs:
-                    raise
-                r["cuda_graph_error"] = str(e).splitlines()[0][:200]
-                den = EngineDenoiser(s, custom_ops=custom, sdpa=sdpa, cuda_graph=False)
-                out = den(*example).float()
-            r["cuda_graph"] = den.cuda_graph
-            r["rel_err"] = _rel_err(out, ref32)
-            timer = _time_cuda if dev.type == "cuda" else _time_cpu
-            r["step_ms"] = round(timer(lambda: den(*example)), 3)
-            r["ok"] = r["rel_err"] <= bound
-            log(f"{name}: step {r['step_ms']:.1f} ms, rel err vs float32 {r['rel_err']:.2e}, "
-                f"cuda graph {r['cuda_graph']}{'' if r['ok'] else '  (REJECTED: error too large)'}")
-            del den, s
-        except Exception as e:
-            r["ok"] = False
-            r["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-            log(f"{name}: failed ({r['error']})")
+        if kind == "aoti" and (dev.type == "cuda" if ISOLATE_AOTI is None else ISOLATE_AOTI):
+            # compiled code: a crash there must not end the build
+            r = _candidate_in_process(d, name, custom, cfg, dt, dev, sdpa, graphs, bound, ref32, example, log)
+        else:
+            r = _try_candidate(d, name, kind, custom, model, tables, step, example, ref32, bound, sdpa, graphs,
+                               dev, dt, log)
         results[name] = r
         if r["ok"] and (best is None or r["step_ms"] < results[best]["step_ms"]):
             best = name
@@ -765,8 +862,6 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     """Checks and loads the engine at `path` (a directory the user named). Raises EngineError."""
     from safetensors.torch import load_file
 
-    from fourreal_rt.model.twostream import TwoStreamModel
-
     from .step import FoldedStep
 
     t0 = time.perf_counter()
@@ -792,14 +887,7 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
         pending_needed = [_pool().submit(verify_files, path, manifest, [n], 1) for n in needed]
     try:
         t1 = time.perf_counter()
-        with _no_init(), torch.no_grad():                        # no init work: every used weight is loaded below
-            model = TwoStreamModel(cfg)
-        state = load_file(str(path / WEIGHTS_FILE), device=str(dev))
-        missing = set(state) - set(model.state_dict())
-        if missing:
-            raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config ({sorted(missing)[:3]})")
-        model.load_state_dict(state, strict=False, assign=True)
-        model.eval()
+        model = _runtime_model(cfg, path / WEIGHTS_FILE, dev)
         tables = load_file(str(path / TABLES_FILE), device=str(dev))
         timings["weights_s"] = round(time.perf_counter() - t1, 3)
         layer = None
@@ -861,3 +949,9 @@ def engine_pipeline(engine: Engine):
     pipe.denoiser = engine.denoiser
     pipe.engine = engine
     return pipe
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "candidate":
+        raise SystemExit(_candidate_main(sys.argv[2], sys.argv[3]))
+    raise SystemExit("usage: python -m fourreal_rt.export.engine candidate ENGINE_DIR JOB_DIR")
