@@ -267,7 +267,10 @@ def main(argv=None):
     if a.reuse:                                            # outputs of an earlier run (same model, seed, inputs)
         for k in ("engine", "eager", "compile"):
             old = os.path.join(a.work, f"out_{k}", "grid.npz")
-            if k not in outs and os.path.exists(old):
+            meta = os.path.join(a.work, f"out_{k}", "meta.json")
+            same = os.path.exists(meta) and all(json.load(open(meta)).get(f) == v
+                                                for f, v in (("steps", a.steps), ("seed", a.seed)))
+            if k not in outs and os.path.exists(old) and same:
                 outs[k] = os.path.dirname(old)
                 res.setdefault("earlier_outputs", []).append(k)
     frames = {k: np.load(os.path.join(v, "grid.npz"))["frames"] for k, v in outs.items()}
