@@ -26,11 +26,15 @@ cap() { local left=$((BUDGET - SECONDS)); [ "$left" -lt "$1" ] && echo $((left >
   git rev-parse --short HEAD 2>/dev/null; git status --short 2>/dev/null | head -20
 
   stage "cmake build + ctest (background)"
+  rm -rf build/cmake
   ( cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build/cmake -j 6 \
       && ctest --test-dir build/cmake --output-on-failure ) > "$OUT/ctest.log" 2>&1 &
   CMAKE_PID=$!
 
   stage "build fourreal_rt._C"
+  # always from scratch: a warm machine keeps build/ from an earlier call, and ninja judges staleness by mtimes
+  # that the copied tree does not order reliably against the machine's own clock
+  rm -rf build/temp.* build/lib.* fourreal_rt/_C*.so
   timeout $(cap 300) python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1
   echo "build rc=$?"
   grep -E "error|warning: .*fourreal" "$OUT/build.log" | head -30

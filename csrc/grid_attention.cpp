@@ -40,10 +40,9 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   TORCH_CHECK(q.size(5) % 2 == 0, "grid_attention: head_dim must be even for RoPE");
 }
 
-// Packs the first `count` of (q, k, v) into out[0..count-1]: [S, L, H, hd] contiguous each; q and k are rotated.
-// With first = 2 only v is packed (into out[0]).
+// Packs q, k (rotated) and v into out[0..2]: [S, L, H, hd] contiguous each.
 void rope_pack_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos_in,
-                    const at::Tensor& sin_in, int64_t axis, const at::Tensor* out, int first = 0, int count = 3) {
+                    const at::Tensor& sin_in, int64_t axis, const at::Tensor* out) {
   const int64_t B = q.size(0), V = q.size(1), T = q.size(2), N = q.size(3), hd = q.size(5);
   const int64_t F = axis == kAxisTime ? T : V;
   TORCH_CHECK(axis == kAxisTime || axis == kAxisView, "grid_attention: axis must be 0 (time) or 1 (view)");
@@ -59,53 +58,22 @@ void rope_pack_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     for (int d = 0; d < 5; ++d) ok = ok && (u.size(d) == 1 || u.stride(d) % 2 == 0);
     return ok ? u : u.contiguous();
   };
-  const at::Tensor all[3] = {q, k, v};
-  at::Tensor src[3];
+  const at::Tensor src[3] = {pair_ready(q), pair_ready(k), pair_ready(v)};
   RopePackParams p{};
-  for (int w = 0; w < count; ++w) {
-    const at::Tensor& o = out[w];
-    TORCH_CHECK(o.is_contiguous() && o.numel() == q.numel() && o.scalar_type() == q.scalar_type(),
+  for (int w = 0; w < 3; ++w) {
+    TORCH_CHECK(out[w].is_contiguous() && out[w].numel() == q.numel() && out[w].scalar_type() == q.scalar_type(),
                 "rope_pack: outputs must be contiguous, of q's size and dtype");
-    src[w] = pair_ready(all[first + w]);
     p.src[w] = src[w].data_ptr();
     for (int d = 0; d < 5; ++d) p.src_strides[w][d] = src[w].stride(d);
-    p.dst[w] = o.data_ptr();
+    p.dst[w] = out[w].data_ptr();
   }
   p.cos = cos.data_ptr<float>();
   p.sin = sin.data_ptr<float>();
   p.B = B; p.V = V; p.T = T; p.N = N; p.H = q.size(4); p.hd = hd;
   p.axis = static_cast<int>(axis);
-  p.nrot = std::max(0, 2 - first);
-  p.ntensors = count;
+  p.nrot = 2;
+  p.ntensors = 3;
   FOURREAL_CUDA_CHECK(rope_pack_launch(kernel_dtype(q), p, current_stream()));
-}
-
-// The time axis's sequences of v as a [S, L, H, hd] view (no copy) when v's (b, v) and (t, n) dims merge, as they
-// do for the model's views into its qkv projection. Undefined otherwise.
-at::Tensor time_sequences_view(const at::Tensor& v) {
-  const int64_t B = v.size(0), V = v.size(1), T = v.size(2), N = v.size(3), H = v.size(4), hd = v.size(5);
-  if (hd > 1 && v.stride(5) != 1) return at::Tensor();
-  const int64_t sS = V > 1 ? v.stride(1) : v.stride(0), sL = N > 1 ? v.stride(3) : v.stride(2);
-  if (B > 1 && v.stride(0) != V * sS) return at::Tensor();
-  if (T > 1 && v.stride(2) != N * sL) return at::Tensor();
-  if (sL % 8 || sS % 8 || v.stride(4) % 8 || !fourreal::ptr_aligned(v.data_ptr(), 16)) return at::Tensor();
-  return v.as_strided({B * V, T * N, H, hd}, {sS, sL, v.stride(4), 1}, v.storage_offset());
-}
-
-// Runs one of PyTorch's attention cores, returning an undefined tensor if it declines these inputs.
-at::Tensor try_core(int64_t backend, const at::Tensor& qs, const at::Tensor& ks, const at::Tensor& vs) {
-  if (backend == kCudnn) return cudnn_attention(qs, ks, vs);
-  try {
-    if (backend == kFlash)
-      return std::get<0>(at::_scaled_dot_product_flash_attention(qs, ks, vs, 0.0, false, false, std::nullopt));
-    if (backend == kEfficient)
-      return std::get<0>(at::_scaled_dot_product_efficient_attention(qs, ks, vs, std::nullopt, false, 0.0, false,
-                                                                     std::nullopt));
-  } catch (const c10::Error& e) {
-    TORCH_WARN_ONCE("fourreal grid_attention: attention core ", backend, " declined (", e.what_without_backtrace(),
-                    "), using PyTorch's SDPA choice");
-  }
-  return at::Tensor();
 }
 
 }  // namespace
@@ -128,27 +96,29 @@ at::Tensor grid_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), V = q.size(1), T = q.size(2), N = q.size(3), H = q.size(4), hd = q.size(5);
   const int64_t S = B * (axis == kAxisTime ? V : T), L = N * (axis == kAxisTime ? T : V);
-  const bool half = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
-  if (!half) backend = kSdpaDefault;  // cuDNN and flash take 16-bit inputs only
-  // along time, v's sequences are already contiguous runs of tokens: read in place, only q and k are packed
-  at::Tensor v_seq = axis == kAxisTime ? time_sequences_view(v) : at::Tensor();  // [S, L, H, hd]
   at::Tensor packed[3];
-  for (int w = 0; w < (v_seq.defined() ? 2 : 3); ++w) packed[w] = at::empty({S, L, H, hd}, q.options());
-  rope_pack_into(q, k, v, cos, sin, axis, packed, 0, v_seq.defined() ? 2 : 3);
-  if (!v_seq.defined()) v_seq = packed[2];
-  const at::Tensor qs = packed[0].transpose(1, 2), ks = packed[1].transpose(1, 2);  // [S, H, L, hd]
+  for (auto& t : packed) t = at::empty({S, L, H, hd}, q.options());  // [S, L, H, hd]
+  rope_pack_into(q, k, v, cos, sin, axis, packed);
+  const at::Tensor qs = packed[0].transpose(1, 2), ks = packed[1].transpose(1, 2), vs = packed[2].transpose(1, 2);  // [S, H, L, hd]
 
   at::Tensor o;  // [S, H, L, hd]
-  if (backend != kSdpaDefault) {
-    o = try_core(backend, qs, ks, v_seq.transpose(1, 2));
-    if (!o.defined() && !packed[2].defined()) {  // the core declined the in-place v: pack it and try again
-      packed[2] = at::empty({S, L, H, hd}, q.options());
-      rope_pack_into(q, k, v, cos, sin, axis, &packed[2], 2, 1);
-      v_seq = packed[2];
-      o = try_core(backend, qs, ks, v_seq.transpose(1, 2));
+  const bool half = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
+  if (!half) backend = kSdpaDefault;  // cuDNN and flash take 16-bit inputs only
+  if (backend == kCudnn) {
+    o = cudnn_attention(qs, ks, vs);  // undefined if cuDNN declines: PyTorch's own choice below
+  } else if (backend == kFlash || backend == kEfficient) {
+    try {
+      o = backend == kFlash
+              ? std::get<0>(at::_scaled_dot_product_flash_attention(qs, ks, vs, 0.0, false, false, std::nullopt))
+              : std::get<0>(at::_scaled_dot_product_efficient_attention(qs, ks, vs, std::nullopt, false, 0.0, false,
+                                                                         std::nullopt));
+    } catch (const c10::Error& e) {  // e.g. flash needs head_dim % 8 == 0: PyTorch's own choice pads
+      TORCH_WARN_ONCE("fourreal grid_attention: attention core ", backend, " declined (", e.what_without_backtrace(),
+                      "), using PyTorch's SDPA choice");
+      o = at::Tensor();
     }
   }
-  if (!o.defined()) o = at::scaled_dot_product_attention(qs, ks, v_seq.transpose(1, 2));
+  if (!o.defined()) o = at::scaled_dot_product_attention(qs, ks, vs);
 
   // time: sequence (b, v) over (t, n), so [S, L, H, hd] is already the grid layout when o is stored that way
   const at::Tensor o_seq = o.transpose(1, 2);  // [S, L, H, hd]
