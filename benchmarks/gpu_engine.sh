@@ -5,7 +5,8 @@
 # Device tool: command `bash benchmarks/gpu_engine.sh`, carry [".whl"] (PyAV for cp312: the box has none),
 # timeout_s <= 540. Logs, results.json and the engine's manifest.json go to $OUT.
 # BUDGET (s, default 490) bounds the whole script; the benchmark skips what would start past it.
-# RUNTIME (build-engine --runtime, default auto) and CONFIGS (default "engine eager compile") narrow a re-run.
+# RUNTIME (build-engine --runtime, default auto: no AOTInductor on CUDA) and CONFIGS (default "engine eager
+# compile") narrow a re-run; BENCH_ARGS go to bench_e2e.py (e.g. --reuse on a warm machine).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_engine_out}
 mkdir -p "$OUT"

@@ -214,8 +214,8 @@ def info(as_json):
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="the target; a CUDA engine runs only on the GPU model it was built on")
 @click.option("--runtime", type=click.Choice(["auto", "eager", "aoti"]), default="auto", show_default=True,
-              help="auto: build the candidates (AOTInductor layer, eager layer; with our kernels when built), time "
-                   "one step of each, keep the fastest that matches the model")
+              help="auto: build the candidates (eager layer, with our kernels when built; AOTInductor layer on the "
+                   "CPU), time one step of each, keep the fastest that matches the model; aoti: AOTInductor only")
 @click.option("--onnx-check", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="run model.onnx in ONNX Runtime (CPU) against PyTorch; auto: when one evaluation is cheap")
 @click.option("-o", "--out", "out_dir", required=True, help="engine directory to write")
