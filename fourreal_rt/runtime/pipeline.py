@@ -70,6 +70,13 @@ class Pipeline:
         self.model, self.source, self.device, self.dtype = model, source, device, dtype
         self.cfg: GridConfig = source.cfg
         self.denoiser: Callable = model     # an engine may replace this with a compiled step
+        self.kernels = False                # our CUDA kernels in use (set by from_pretrained on CUDA)
+
+    def _kernel_denoiser(self, *args):
+        """The model with its grid ops routed to the `fourreal::` custom ops (our CUDA kernels)."""
+        from .. import ops
+        with ops.use_custom_ops():
+            return self.model(*args)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = "small", device: str = "auto", dtype: str = "auto") -> "Pipeline":
@@ -77,7 +84,12 @@ class Pipeline:
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
         model = load_model(src).to(dev, dt)
-        return cls(model, src, dev, dt)
+        pipe = cls(model, src, dev, dt)
+        if dev.type == "cuda":
+            from ..ops import backend
+            if backend.available():   # compiled kernels present: use them (else the PyTorch twins run)
+                pipe.denoiser, pipe.kernels = pipe._kernel_denoiser, True
+        return pipe
 
     @property
     def grid_shape(self) -> tuple[int, int]:
@@ -89,7 +101,7 @@ class Pipeline:
 
     def model_info(self) -> dict:
         src = self.source
-        return {"name": src.name, "trained": src.trained, "config": dict(vars(self.cfg)),
+        return {"name": src.name, "trained": src.trained, "config": dict(vars(self.cfg)), "cuda_kernels": self.kernels,
                 "path": str(src.directory) if src.directory else None,
                 "weights_sha256": sha256_file(src.weights_path) if src.trained else None}
 
