@@ -143,3 +143,17 @@ def test_paper_preset_size_on_meta_device():
         assert tokens.shape == (1, 8, 8, 576, 1024)
         out = model(x, x, torch.zeros(1, 8, 8, dtype=torch.bool), torch.zeros(1))
         assert out.shape == x.shape
+
+
+def test_x_prediction_head_gives_the_velocity():
+    """prediction="x": the head predicts clean frames x̂_0, the model returns (x_σ - x̂_0) / σ."""
+    cfg = PRESETS["tiny"].replace(prediction="x")
+    model = randomize(TwoStreamModel(cfg)).eval()
+    x, known, mask, sigma = grid_inputs(cfg)
+    (x_v, x_t), (c_v, c_t) = model.streams(x, known, mask, sigma)
+    x0_hat = (model.base.head(x_v, c_v) + model.base.head(x_t, c_t)) / 2
+    x_in = torch.where(mask[..., None, None, None], known, x)
+    v = model(x, known, mask, sigma)
+    torch.testing.assert_close(v, (x_in - x0_hat) / sigma.view(-1, 1, 1, 1, 1, 1))
+    # one Euler step from σ to 0 lands exactly on x̂_0
+    torch.testing.assert_close(x_in - sigma.view(-1, 1, 1, 1, 1, 1) * v, x0_hat, rtol=1e-5, atol=1e-5)

@@ -21,12 +21,28 @@ AXIS_OF_CONTEXT = {DYNAMIC: "time", FREEZE_TIME: "view"}
 IN_CHANNELS = 7               # noisy RGB + clean known RGB + known mask (masked conditioning)
 
 
+SIGMA_MIN_X = 0.05            # x-prediction: velocity = (x_σ - x̂_0) / max(σ, this)
+
+
+def velocity(model_out: torch.Tensor, x_in: torch.Tensor, sigma: torch.Tensor, prediction: str) -> torch.Tensor:
+    """The velocity ε - x_0 from the head's output. x_in: the model's (masked) input x_σ; all [B, V, T, H, W, 3]."""
+    if prediction == "v":
+        return model_out
+    s = sigma.float().clamp(min=SIGMA_MIN_X).view(-1, 1, 1, 1, 1, 1)
+    return ((x_in.float() - model_out.float()) / s).to(model_out.dtype)
+
+
 def timestep_embedding(sigma: torch.Tensor, dim: int = 256) -> torch.Tensor:
     """Sinusoidal embedding of the flow time σ ∈ [0, 1]. sigma: [B] -> [B, dim]."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device) / half)
     ang = 1000.0 * sigma.float()[:, None] * freqs[None]
     return torch.cat([ang.cos(), ang.sin()], -1)
+
+
+def masked_input(x_noisy: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Known frames replace the noisy input. x_noisy, known: [B, V, T, H, W, 3]; mask: [B, V, T]."""
+    return torch.where(mask[..., None, None, None], known, x_noisy)
 
 
 class Attention(nn.Module):
@@ -105,7 +121,7 @@ class BaseVideoModel(nn.Module):
         plus a mask channel. Returns tokens [B, V, T, N, D].
         """
         m = mask[..., None, None, None].to(x_noisy.dtype)                      # [B, V, T, 1, 1, 1]
-        x_in = torch.where(m.bool(), known, x_noisy)
+        x_in = masked_input(x_noisy, known, mask)
         feats = torch.cat([x_in, known * m, m.expand(*x_noisy.shape[:-1], 1)], -1)  # [B, V, T, H, W, 7]
         return self.patch_embed(self.patchify(feats))
 
@@ -139,4 +155,4 @@ class BaseVideoModel(nn.Module):
         rope = self.rope(frames, x.device)
         for blk in self.blocks:
             x = blk(x, c, rope, axis)
-        return self.head(x, c)
+        return velocity(self.head(x, c), masked_input(x_noisy, known, mask), sigma, self.cfg.prediction)

@@ -22,10 +22,14 @@ class GridConfig:
     sync: str = "soft"           # one of SYNC_KINDS
     rope_theta: float = 100.0    # short axes (≤ 64 frames, ≤ 64 patches): a small base spreads the frequencies
     max_frames: int = 64         # longest row/column the frame-index RoPE is tabulated for
+    prediction: str = "v"        # head output: "v" velocity, or "x" clean frames (x-prediction, turned into
+                                 # a velocity; suits pixel-space patches as wide as the model, JiT 2025)
 
     def __post_init__(self):
         if self.sync not in SYNC_KINDS:
             raise ValueError(f"sync must be one of {SYNC_KINDS}, got {self.sync!r}")
+        if self.prediction not in ("v", "x"):
+            raise ValueError(f"prediction must be 'v' or 'x', got {self.prediction!r}")
         if self.frame_h % self.patch or self.frame_w % self.patch:
             raise ValueError(f"frame {self.frame_h}x{self.frame_w} is not divisible by patch {self.patch}")
         if self.dim % self.heads:

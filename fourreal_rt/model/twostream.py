@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from .blocks import DYNAMIC, FREEZE_TIME, BaseVideoModel
+from .blocks import DYNAMIC, FREEZE_TIME, BaseVideoModel, masked_input, velocity
 from .config import GridConfig
 
 
@@ -124,7 +124,8 @@ class TwoStreamModel(nn.Module):
         own context (so an untrained soft sync is the mean of the base model on rows and columns).
         """
         (x_v, x_t), (c_v, c_t) = self.streams(x_noisy, known, mask, sigma)
-        return (self.base.head(x_v, c_v) + self.base.head(x_t, c_t)) / 2
+        out = (self.base.head(x_v, c_v) + self.base.head(x_t, c_t)) / 2
+        return velocity(out, masked_input(x_noisy, known, mask), sigma, self.cfg.prediction)
 
 
 def build_model(cfg: GridConfig) -> TwoStreamModel:

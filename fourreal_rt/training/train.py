@@ -208,7 +208,7 @@ def train(args) -> Path:
         torch.backends.cudnn.allow_tf32 = True
 
     if args.stage == 1:
-        cfg = PRESETS[args.preset].replace(sync="soft")
+        cfg = PRESETS[args.preset].replace(sync="soft", prediction=args.prediction)
         model = TwoStreamModel(cfg)
         params = list(model.base.parameters())
     else:
@@ -280,6 +280,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (checkpoint, log, exported model/)")
     p.add_argument("--preset", default="small", help="stage 1: model preset")
     p.add_argument("--init", help="stage 2: the stage-1 model directory")
+    p.add_argument("--prediction", default="x", choices=("v", "x"),
+                   help="stage 1: what the head predicts (velocity, or clean frames turned into a velocity)")
     p.add_argument("--sync", default="soft", choices=("soft", "hard", "sequential"), help="stage 2 variant")
     p.add_argument("--steps", type=int, default=20000, help="total optimizer steps (the LR schedule's length)")
     p.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget of this chunk")
