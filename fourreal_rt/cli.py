@@ -45,11 +45,12 @@ def main():
 @click.option("--engine", "engine_dir", default=None, metavar="ENGINE",
               help="engine directory from `build-engine`; replaces --model (its manifest gives the model, steps, "
                    "dtype and device). Engines are code: use only engines you trust")
+@click.option("--fp8", is_flag=True, help="block linears in FP8 (e4m3, row-wise scales); off by default")
 @click.option("--overwrite", is_flag=True, help="replace an existing output directory")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
 def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_size, overlap, dry_run, overwrite, quiet,
-             as_json, engine_dir=None):
+             as_json, engine_dir=None, fp8=False):
     """Generate the grid from ROW (fixed-view video, view 0) and COL (freeze-time video, time 0).
 
     Grids larger than the model window are generated window by window, sliding along time and then view
@@ -120,7 +121,7 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
             from .export.engine import engine_pipeline, load_engine
             pipe = engine_pipeline(load_engine(engine_dir, device))
         else:
-            pipe = Pipeline.from_pretrained(model_name, device=device, dtype=dtype)
+            pipe = Pipeline.from_pretrained(model_name, device=device, dtype=dtype, fp8=fp8)
     except (ModelNotFoundError, ValueError) as e:
         fail(EXIT_MODEL, str(e))
     t_load = time.perf_counter()

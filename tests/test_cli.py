@@ -120,3 +120,27 @@ def test_info_runs():
     assert r.exit_code == 0
     d = json.loads(r.output)
     assert "small" in d["presets"] and d["compiled_kernels"]["present"] in (True, False)
+
+
+def test_fp8_path_runs_and_stays_close(videos, tmp_path):
+    """--fp8 (emulated on the CPU): inputs exact, generated frames changed by e4m3 rounding but close."""
+    import torch
+    from test_model import randomize
+
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    from fourreal_rt.model.weights import save_model
+    model = randomize(TwoStreamModel(PRESETS["tiny"]))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)                                          # a tame random model: outputs in range
+    save_model(model, tmp_path / "m")
+    row, col = videos
+    assert generate(row, col, tmp_path / "a", "--seed", 1, "--model", tmp_path / "m").exit_code == 0
+    r = generate(row, col, tmp_path / "b", "--seed", 1, "--model", tmp_path / "m", "--fp8")
+    assert r.exit_code == 0, r.output
+    a, b = (np.load(tmp_path / n / "grid.npz")["frames"].astype(np.float64) for n in "ab")
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[:, 0], b[:, 0])
+    assert json.loads((tmp_path / "b" / "meta.json").read_text())["model"]["fp8"] is True
+    assert not np.array_equal(a, b)                              # the FP8 linears really ran
+    mse = ((a - b) ** 2).mean()
+    assert 10 * np.log10(255 ** 2 / mse) > 25                    # e4m3 rounding of a random model, 2 steps

@@ -71,6 +71,7 @@ class Pipeline:
         self.cfg: GridConfig = source.cfg
         self.denoiser: Callable = model     # an engine may replace this with a compiled step
         self.kernels = False                # our CUDA kernels in use (set by from_pretrained on CUDA)
+        self.fp8 = False                    # block linears in e4m3 (set by from_pretrained)
 
     def _kernel_denoiser(self, *args):
         """The model with its grid ops routed to the `fourreal::` custom ops (our CUDA kernels)."""
@@ -79,12 +80,18 @@ class Pipeline:
             return self.model(*args)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str = "small", device: str = "auto", dtype: str = "auto") -> "Pipeline":
+    def from_pretrained(cls, name_or_path: str = "small", device: str = "auto", dtype: str = "auto",
+                        fp8: bool = False) -> "Pipeline":
+        """fp8: the block linears in e4m3 with row-wise scales (ops/fp8.py; quality cost in RESULTS.md)."""
         src = resolve(name_or_path)
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
         model = load_model(src).to(dev, dt)
+        if fp8:
+            from ..ops.fp8 import convert_to_fp8
+            convert_to_fp8(model)
         pipe = cls(model, src, dev, dt)
+        pipe.fp8 = fp8
         if dev.type == "cuda":
             from ..ops import backend
             if backend.available():   # compiled kernels present: use them (else the PyTorch twins run)
@@ -102,6 +109,7 @@ class Pipeline:
     def model_info(self) -> dict:
         src = self.source
         return {"name": src.name, "trained": src.trained, "config": dict(vars(self.cfg)), "cuda_kernels": self.kernels,
+                "fp8": self.fp8,
                 "path": str(src.directory) if src.directory else None,
                 "weights_sha256": sha256_file(src.weights_path) if src.trained else None}
 
