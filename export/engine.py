@@ -217,22 +217,6 @@ def _layer_example_args(step, example) -> tuple:
     return tuple(a.detach().clone() for a in args)
 
 
-@contextlib.contextmanager
-def _no_init():
-    """Modules built inside skip their random init (parameters stay uninitialised `torch.empty`): every weight
-    the engine uses is loaded afterwards. (`with torch.device("meta")` would do too, but costs an import of
-    torch._dynamo, a second or two, on first use.)"""
-    names = ("kaiming_uniform_", "uniform_", "normal_", "zeros_", "ones_", "xavier_uniform_", "trunc_normal_")
-    saved = {n: getattr(torch.nn.init, n) for n in names}
-    try:
-        for n in names:
-            setattr(torch.nn.init, n, lambda t, *a, **k: t)
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(torch.nn.init, n, f)
-
-
 class AOTILayer:
     """A `Layer` compiled by AOTInductor (layer.pt2), called with flat tensors; returns [x_v, x_t].
 
@@ -393,7 +377,8 @@ def _runtime_model(cfg, weights_path: Path, dev: torch.device):
 
     from fourreal_rt.model.twostream import TwoStreamModel
 
-    with _no_init(), torch.no_grad():                            # no init work: every used weight is loaded below
+    from fourreal_rt.model.weights import skip_init
+    with skip_init(), torch.no_grad():                           # no init work: every used weight is loaded below
         model = TwoStreamModel(cfg)
     state = load_file(str(weights_path), device=str(dev))
     missing = set(state) - set(model.state_dict())
@@ -406,22 +391,12 @@ def _runtime_model(cfg, weights_path: Path, dev: torch.device):
 # ---- build ------------------------------------------------------------------------------------------------------
 
 def load_source(src):
-    """`model.weights.load_model` (float32, CPU), without the random init of weights that are then loaded."""
-    from safetensors.torch import load_file
-
-    from fourreal_rt.model.twostream import TwoStreamModel
-    from fourreal_rt.model.weights import load_model
-
-    if not src.trained:
-        return load_model(src)                                  # a preset: its seeded random init is the model
-    with _no_init(), torch.no_grad():
-        model = TwoStreamModel(src.cfg)
-    state = {k: v.float() for k, v in load_file(str(src.weights_path)).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise EngineError(f"{src.weights_path}: weights do not match the config (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]})")
-    return model.eval()
+    """`model.weights.load_model` (float32, CPU), its errors as EngineError."""
+    from fourreal_rt.model.weights import ModelNotFoundError, load_model
+    try:
+        return load_model(src)
+    except ModelNotFoundError as e:
+        raise EngineError(str(e)) from None
 
 
 def _ort_check(onnx_path, model32, inputs, log) -> dict:

@@ -1,6 +1,7 @@
 """Model files: `config.json` + `model.safetensors` in one directory. No pickle anywhere."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -68,16 +69,35 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def skip_init():
+    """Modules built inside skip their random init (parameters stay uninitialised `torch.empty`): for models
+    whose every weight is loaded next. (`torch.device("meta")` would do too, at the cost of importing dynamo.)"""
+    names = ("kaiming_uniform_", "uniform_", "normal_", "zeros_", "ones_", "xavier_uniform_", "trunc_normal_")
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, lambda t, *a, **k: t)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
+
+
 def load_model(src: ModelSource, seed: int = 0) -> TwoStreamModel:
     """Build the model of `src.cfg` and load its weights (random init, seeded, if none)."""
-    torch.manual_seed(seed)
-    model = TwoStreamModel(src.cfg)
-    if src.trained:
-        state = {k: v.float() for k, v in load_file(str(src.weights_path)).items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ModelNotFoundError(f"{src.weights_path}: weights do not match the config "
-                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if not src.trained:
+        torch.manual_seed(seed)
+        return TwoStreamModel(src.cfg).eval()
+    with skip_init(), torch.no_grad():
+        model = TwoStreamModel(src.cfg)
+    state = {k: v.float() for k, v in load_file(str(src.weights_path)).items()}
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ModelNotFoundError(f"{src.weights_path}: weights do not match the config "
+                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.load_state_dict(state, assign=True)
     return model.eval()
 
 
