@@ -682,6 +682,8 @@ def check_compatible(manifest: dict, device: torch.device | None = None) -> None
     want = manifest.get("device", {})
     if device is None:
         device = torch.device("cuda" if want.get("type") == "cuda" and torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EngineError(f"this run asks for {device} but no CUDA device is available")
     if want.get("type") == "cuda":
         if device.type != "cuda":
             raise EngineError(f"engine built for {describe_device(want)}, this run is on "

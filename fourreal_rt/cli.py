@@ -33,7 +33,7 @@ def main():
 @click.argument("col", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--out", "out_dir", default="out", show_default=True, help="output directory")
 @click.option("--model", "model_name", default="small", show_default=True, help="shipped model name, preset, or model directory")
-@click.option("--steps", type=click.IntRange(1, 1000), default=None, help="denoising steps [default: 16]")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None, help="denoising steps [default: 16, or the engine's]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
@@ -74,6 +74,8 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
                                     dtype=dtype, device=device)
         except EngineError as e:
             fail(EXIT_MODEL, str(e))
+        if fp8:
+            raise click.BadParameter("an engine fixes its dtype at build time", param_hint="--fp8")
         steps = steps or engine["steps"]
     steps = steps or DEFAULT_STEPS
     try:  # everything cheap is checked before any weight is loaded
@@ -103,7 +105,7 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         click.echo(json.dumps(plan.to_dict()) if as_json else plan.describe())
         return
     try:
-        check_output_dir(out_dir, overwrite)
+        check_output_dir(out_dir, overwrite, protect=(row, col))
     except InputError as e:
         fail(EXIT_OUTPUT, str(e))
     try:

@@ -119,7 +119,9 @@ def test_info_runs():
     r = run("info", "--json")
     assert r.exit_code == 0
     d = json.loads(r.output)
-    assert "small" in d["presets"] and d["compiled_kernels"]["present"] in (True, False)
+    from fourreal_rt.ops import backend
+    assert "small" in d["presets"] and "small" in d["shipped_models"]
+    assert d["compiled_kernels"]["present"] == (backend.load() is not None)
 
 
 def test_fp8_path_runs_and_stays_close(videos, tmp_path):
@@ -144,3 +146,34 @@ def test_fp8_path_runs_and_stays_close(videos, tmp_path):
     assert not np.array_equal(a, b)                              # the FP8 linears really ran
     mse = ((a - b) ** 2).mean()
     assert 10 * np.log10(255 ** 2 / mse) > 25                    # e4m3 rounding of a random model, 2 steps
+
+
+def test_overwrite_never_deletes_the_inputs(tmp_path):
+    """-o pointing at the inputs' own directory (or an ancestor) is refused even with --overwrite."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    row = make_video(clips / "row.mp4", smooth_frames(4, H, W), 8)
+    col = make_video(clips / "col.mp4", smooth_frames(4, H, W, seed=3), 8)
+    for out in (clips, tmp_path):
+        r = generate(row, col, out, "--overwrite")
+        assert r.exit_code == 4 and "refusing" in r.output
+    assert row.exists() and col.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong_shape"])
+def test_damaged_model_is_exit_5_and_writes_nothing(videos, tmp_path, damage):
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    from fourreal_rt.model.weights import save_model
+    d = save_model(TwoStreamModel(PRESETS["tiny"]), tmp_path / "m")
+    if damage == "truncated":
+        data = (d / "model.safetensors").read_bytes()
+        (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    else:  # the config says something else than the tensors
+        meta = json.loads((d / "config.json").read_text())
+        meta["config"]["dim"] = 48
+        meta["config"]["heads"] = 3
+        (d / "config.json").write_text(json.dumps(meta))
+    row, col = videos
+    r = run("generate", row, col, "-o", tmp_path / "OUT", "--model", d, "--quiet")
+    assert r.exit_code == 5, r.output
+    assert "model.safetensors" in r.output and not (tmp_path / "OUT").exists()

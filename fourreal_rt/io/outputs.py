@@ -31,9 +31,19 @@ class OutputExistsError(InputError):
     """OUT exists and overwrite was not asked for."""
 
 
-def check_output_dir(out_dir, overwrite: bool = False) -> Path:
-    """Raises (one line) unless `out_dir` can be written; call before any expensive work."""
+def check_output_dir(out_dir, overwrite: bool = False, protect=()) -> Path:
+    """Raises (one line) unless `out_dir` can be written; call before any expensive work.
+
+    protect: paths (the inputs) that must survive: an output directory that is one of them, holds one of
+    them, or holds the working directory is refused, since --overwrite replaces the whole directory.
+    """
     out = Path(out_dir)
+    if overwrite and out.exists():
+        resolved = out.resolve()
+        for p in [*protect, Path.cwd()]:
+            p = Path(p).resolve()
+            if p == resolved or resolved in p.parents:
+                raise OutputExistsError(out, f"refusing to replace it: it holds {p}")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(out, "exists and is not a directory")
     if out.exists() and not overwrite:

@@ -91,12 +91,16 @@ def load_model(src: ModelSource, seed: int = 0) -> TwoStreamModel:
         return TwoStreamModel(src.cfg).eval()
     with skip_init(), torch.no_grad():
         model = TwoStreamModel(src.cfg)
-    state = {k: v.float() for k, v in load_file(str(src.weights_path)).items()}
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
+    try:
+        state = {k: v.float() for k, v in load_file(str(src.weights_path)).items()}
+    except Exception as e:  # safetensors raises its own error type for truncated / corrupt files
+        raise ModelNotFoundError(f"{src.weights_path}: damaged weights file ({e})") from None
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
         raise ModelNotFoundError(f"{src.weights_path}: weights do not match the config "
-                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {sorted(wrong)[:3]})")
     model.load_state_dict(state, assign=True)
     return model.eval()
 

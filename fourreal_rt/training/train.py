@@ -6,8 +6,9 @@ Stage 2: the two-stream model built from the stage-1 blocks, blocks frozen, only
 trained (for `sequential`: the time pass's attention copy) on whole grids whose first row and column
 are known: multi-view synthetic grids and pseudo-4D grids (2D affine sweeps of videos).
 
-Runs in time-boxed chunks that resume: `--minutes 8` trains for 8 minutes, saves, and exits; the
-next call with the same `--out` continues from the checkpoint (weights, AdamW state, step, log).
+Runs in time-boxed chunks that resume: `--minutes 8` trains for 8 minutes (set-up included), saves, and
+exits; the next call with the same `--out` continues from the checkpoint (weights, AdamW state, step, data
+seed, log). The LR schedule runs over `--steps`, or over `--total-minutes` of training time if given.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from ..data.scenes import TRAIN_SEEDS
 from ..model import PRESETS, GridConfig, TwoStreamModel
 from ..model.blocks import DYNAMIC, FREEZE_TIME
 from ..model.weights import load_model, resolve, save_model
@@ -56,9 +58,16 @@ class GridSource:
         self.pool = self._stack(self._sample(pool))
         self.pending = None
 
-    def _sample(self, n: int):
+    def _take(self, n: int) -> list[int]:
+        """The next n training seeds; never a validation or test seed."""
         seeds = list(range(self.next_seed, self.next_seed + n))
+        if seeds[-1] not in TRAIN_SEEDS:
+            raise ValueError(f"training seeds exhausted at {seeds[-1]} (TRAIN_SEEDS ends at {TRAIN_SEEDS.stop})")
         self.next_seed += n
+        return seeds
+
+    def _sample(self, n: int):
+        seeds = self._take(n)
         if self.procs is None:
             return [self.scenes.sample_scene(s) for s in seeds]
         return self.procs.map(self.scenes.sample_scene, seeds, chunksize=4)
@@ -77,8 +86,7 @@ class GridSource:
             self.pool = type(self.pool)(**{k: torch.cat([v, getattr(new, k)]) for k, v in keep.items()})
             self.pending = None
         if self.pending is None:
-            seeds = list(range(self.next_seed, self.next_seed + 2 * self.workers))
-            self.next_seed += len(seeds)
+            seeds = self._take(2 * self.workers)
             self.pending = self.procs.map_async(self.scenes.sample_scene, seeds, chunksize=2)
 
     def grids(self, batch: int, gen: torch.Generator) -> torch.Tensor:
@@ -224,16 +232,20 @@ def train(args) -> Path:
     model.to(device).train()
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
 
-    info = {"step": 0, "seed_next": 0, "train_s": 0.0, "stage": args.stage, "sync": cfg.sync, "argv": sys.argv[1:]}
+    info = {"step": 0, "seed_next": 0, "train_s": 0.0, "stage": args.stage, "sync": cfg.sync, "argv": sys.argv[1:],
+            "total_s": None}
     if (out / CKPT).exists():
         info = load_checkpoint(out, model, opt)
         print(f"resumed {out} at step {info['step']}", flush=True)
     gen = torch.Generator(device=device).manual_seed(args.seed * 1000003 + info["step"])
-    data = GridSource(cfg, device, seed0=info["seed_next"] or args.seed * 1_000_000,
+    seed0 = info["seed_next"] or (args.seed * 1_000_000) % len(TRAIN_SEEDS)   # always inside the train split
+    data = GridSource(cfg, device, seed0=seed0,
                       pool=args.pool, workers=args.workers)
 
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    budget_s = (args.total_minutes or args.minutes) * 60      # the whole run's length, over all chunks
+    if args.total_minutes:                                   # the whole run's training time, over all chunks
+        info["total_s"] = args.total_minutes * 60            # (kept in the checkpoint for later chunks)
+    budget_s = info.get("total_s") or float("inf")           # none: the run's length is --steps
     log = open(out / LOG, "a")
     t_last, losses = time.time(), []
     while info["step"] < args.steps and time.time() < t_end and info["train_s"] < budget_s:
