@@ -5,7 +5,12 @@ import torch
 from fourreal_rt.model import DYNAMIC, FREEZE_TIME, PRESETS, TwoStreamModel
 from fourreal_rt.model.blocks import AXIS_OF_CONTEXT
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
 
 
 def randomize(model, seed=0):

@@ -208,6 +208,7 @@ def lr_at(step: int, progress: float, peak: float, warmup: int = 200) -> float:
 
 def train(args) -> Path:
     t_end = time.time() + args.minutes * 60                  # the chunk's budget includes set-up
+    torch.set_grad_enabled(True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
