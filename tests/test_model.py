@@ -16,9 +16,10 @@ def no_grad():
 def randomize(model, seed=0):
     """Non-zero weights everywhere except the sync layers, whose init is what is under test."""
     g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if not name.startswith("syncs."):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith("syncs."):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     return model
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def given_mask(V: int, T: int) -> np.ndarray:
-    """bool [V, T]: True on row 0 and column 0 (the input frames)."""
+    """bool [V, T]: the cells the inputs give, row 0 (in_row) and column 0 (in_col)."""
     m = np.zeros((V, T), bool)
     m[0, :] = m[:, 0] = True
     return m

@@ -39,6 +39,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..data.quality import given_mask
+
 DEFAULT_OVERLAP_DIVISOR = 4     # default overlap = window // 4 (2 for the 8 x 8 model, 1 for tiny's 4 x 4)
 SEED_BITS = 63                  # derived seeds stay non-negative int64
 
@@ -147,13 +149,6 @@ class WindowPlan:
         return "\n".join(lines)
 
 
-def given_mask(V: int, T: int) -> np.ndarray:
-    """bool [V, T]: the cells the inputs give, row 0 (in_row) and column 0 (in_col)."""
-    g = np.zeros((V, T), bool)
-    g[0, :] = g[:, 0] = True
-    return g
-
-
 def plan_windows(V: int, T: int, window: tuple[int, int], overlap: int | tuple[int, int] | None = None,
                  seed: int = 0) -> WindowPlan:
     """The sliding-window plan for a V x T grid with row 0 and column 0 given (module docstring)."""
@@ -208,10 +203,12 @@ def parse_grid(text: str) -> tuple[int, int]:
 
 def memory_budget() -> int:
     """Bytes of uint8 grid kept in RAM before the store goes to disk: a quarter of the available memory
-    (Linux sysconf), 2 GiB where that cannot be read."""
+    (MemAvailable of /proc/meminfo: free memory plus reclaimable cache), 2 GiB where that cannot be read."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
-    except (ValueError, OSError, AttributeError):
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+        return kb * 1024 // 4
+    except (OSError, StopIteration, ValueError, IndexError):
         return 2 << 30
 
 
