@@ -24,31 +24,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from fourreal_rt import ops  # noqa: E402
 from fourreal_rt.ops import backend, fp8, fused, twins  # noqa: E402,F401
+from fourreal_rt.runtime.timing import cuda_times as cuda_time, median  # noqa: E402,F401
 
 B, V, T, HP, WP, D, H = 1, 8, 8, 18, 32, 1024, 8
 N, HD = HP * WP, D // H
 TOK = B * V * T * N
-
-
-def cuda_time(fn, iters: int = 20, warmup: int = 3) -> list[float]:
-    """Milliseconds of each of `iters` calls, timed with CUDA events after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return times
-
-
-def median(xs):
-    s = sorted(xs)
-    return s[len(s) // 2]
 
 
 def graphed(fn):

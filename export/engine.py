@@ -37,6 +37,8 @@ from pathlib import Path
 
 import torch
 
+from fourreal_rt.runtime.timing import cpu_times, cuda_times, median
+
 FORMAT = "fourreal-rt-engine"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -130,29 +132,11 @@ def sdpa_backend(name: str | None):
 
 def _time_cuda(fn, warmup: int = 2, reps: int = 5) -> float:
     """Median milliseconds of fn() over `reps`, CUDA events, after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+    return median(cuda_times(fn, reps, warmup))
 
 
 def _time_cpu(fn, warmup: int = 1, reps: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return median(cpu_times(fn, reps, warmup))
 
 
 def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
