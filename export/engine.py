@@ -718,6 +718,14 @@ def check_request(manifest: dict, *, grid: tuple[int, int] | None = None, frame:
                           f"{model_name or '?'} has {weights_sha256[:12]}…")
 
 
+def engine_device(manifest: dict, device) -> torch.device:
+    """The device a run uses: the engine's own kind for "auto" (cpu when it wants CUDA and none is here)."""
+    if device != "auto":
+        return torch.device(device)
+    want = manifest.get("device", {}).get("type", "cpu")
+    return torch.device("cuda" if want == "cuda" and torch.cuda.is_available() else "cpu")
+
+
 def preflight(path, *, model_name: str | None = None, steps: int | None = None, dtype: str = "auto",
               device: str = "auto"):
     """The cheap checks `generate --engine` runs before reading any video: manifest, package, device, and the
@@ -726,11 +734,7 @@ def preflight(path, *, model_name: str | None = None, steps: int | None = None, 
     from fourreal_rt.model.weights import ModelNotFoundError, ModelSource, resolve, sha256_file as model_sha
 
     manifest = read_manifest(path)
-    want = manifest.get("device", {}).get("type", "cpu")
-    if device == "auto":
-        dev = torch.device("cuda" if want == "cuda" and torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(device)
+    dev = engine_device(manifest, device)
     check_compatible(manifest, dev)
     check_request(manifest, steps=steps, dtype=None if dtype in (None, "auto") else DTYPES.get(dtype))
     cfg = engine_config(manifest)
@@ -831,11 +835,7 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     t0 = time.perf_counter()
     path = Path(path)
     manifest = read_manifest(path)
-    want = manifest.get("device", {}).get("type", "cpu")
-    if device == "auto":
-        dev = torch.device("cuda" if want == "cuda" and torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(device)
+    dev = engine_device(manifest, device)
     check_compatible(manifest, dev)
     cfg = engine_config(manifest)
     dt = DTYPES[manifest["dtype"]]
