@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Training on the GPU box (device tool); results under $OUT. Each python run has a hard wall-clock cap,
-# so the copy-out below always happens within one device call. At most 8 files come back from a call:
-# the stage-1 model is not copied out (every stage-2 model holds its blocks as base.*; pass a stage-2
-# model as INIT to train further variants from the same blocks).
+# so the copy-out below always happens within one device call. At most 8 files come back from a call
+# ("1 soft" returns exactly 8: gpu.txt, two logs, the stage-1 log and model, the soft model).
+#   STAGES="1"             stage 1 only (MIN1 minutes): a whole call for the base model
 #   STAGES="1 soft"        stage 1 (MIN1 minutes), then stage-2 soft sync (MIN2 minutes)
 #   STAGES="hard sequential" INIT=dir   stage-2 variants from a carried stage-1 model
 set -uo pipefail
@@ -16,7 +16,7 @@ for st in ${STAGES:-1 soft}; do
     timeout $(( ${MIN1%.*} * 60 + 90 )) python3 -m fourreal_rt.training --stage 1 --preset small --out runs/stage1 \
       --minutes "${MIN1:-5}" --total-minutes "${TOTAL1:-${MIN1:-5}}" --batch "${BATCH:-8}" --lr "${LR1:-4e-4}" \
       --workers 8 --pool 128 --save-dtype bfloat16 --log-every 50 2>&1 | tee "$OUT/stage1.log"
-    mkdir -p "$OUT/stage1" && cp runs/stage1/train_log.jsonl "$OUT/stage1/"
+    mkdir -p "$OUT/stage1" && cp -r runs/stage1/train_log.jsonl runs/stage1/model "$OUT/stage1/"
     INIT=runs/stage1/model
   else
     timeout $(( ${MIN2%.*} * 60 + 90 )) python3 -m fourreal_rt.training --stage 2 --init "$INIT" --sync "$st" \
