@@ -69,8 +69,12 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--results-md", help="replace the quality table in this RESULTS.md")
+    ap.add_argument("--from-json", help="write the table of a finished run (its --json) instead of running")
     args = ap.parse_args()
     print(vars(args), flush=True)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        return report(result, args.results_md)
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
 
@@ -120,16 +124,23 @@ def main():
               "date": datetime.date.today().isoformat(), "argv": sys.argv[1:]}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+    report(result, args.results_md)
+
+
+def report(result: dict, results_md: str | None):
+    """Print the table; with results_md, replace the quality section of that file."""
+    rows = result["rows"]
     table = ["| method | PSNR (dB) ↑ | SSIM ↑ | reprojection MAE (8-bit) ↓ |", "|---|---|---|---|"]
     for row in rows:
         ps = "—" if row["psnr"] == float("inf") else f"{row['psnr']:.2f} ± {row['psnr_std']:.2f}"
         table.append(f"| {row['method']} | {ps} | {row['ssim']:.3f} | {row['reproj_mae']:.2f} |")
     print("\n".join(table))
-    if args.results_md:
-        write_section(Path(args.results_md), "quality", "\n".join(table) + "\n\n" +
-                      f"{args.n} held-out test grids (TEST_SEEDS[:{args.n}]), 8x8 at 72x128, {args.steps} Euler steps, "
-                      f"device {device_name}, date {result['date']}, commit {commit}.\n"
-                      f"Command: `python benchmarks/quality.py {' '.join(sys.argv[1:])}`\n")
+    if results_md:
+        n, steps = result["n"], result["steps"]
+        write_section(Path(results_md), "quality", "\n".join(table) + "\n\n" +
+                      f"{n} held-out test grids (TEST_SEEDS[:{n}]), 8x8 at 72x128, {steps} Euler steps, "
+                      f"device {result['device']}, date {result['date']}, commit {result['commit']}.\n"
+                      f"Command: `python benchmarks/quality.py {' '.join(result['argv'])}`\n")
 
 
 def write_section(path: Path, key: str, body: str):

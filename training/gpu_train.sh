@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Training on the GPU box (device tool); results under $OUT. Each python run has a hard wall-clock cap,
-# so the copy-out below always happens within one device call. At most 8 files come back from a call
-# ("1 soft" returns exactly 8: gpu.txt, two logs, the stage-1 log and model, the soft model).
-#   STAGES="1"             stage 1 only (MIN1 minutes): a whole call for the base model
-#   STAGES="1 soft"        stage 1 (MIN1 minutes), then stage-2 soft sync (MIN2 minutes)
-#   STAGES="hard sequential" INIT=dir   stage-2 variants from a carried stage-1 model
+# so the copy-out below always happens within one device call. At most 8 files come back from a call.
+#   STAGES="1"                    stage 1 only (MIN1 minutes): a whole call for the base model
+#   STAGES="1 soft"               stage 1, then stage-2 soft sync (MIN2 minutes); returns exactly 8 files
+#   STAGES="soft hard sequential" INIT=<stage-1 model dir, carried>   the stage-2 variants, MIN2 minutes each
+#   SHIP="soft"                   the stage-2 models copied back (default: all trained)
+#   QUALITY=1                     then benchmarks/quality.py on INIT and the trained variants ($OUT/quality.json)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}
 mkdir -p "$OUT" runs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 INIT=${INIT:-runs/stage1/model}
+TRAINED=()
 for st in ${STAGES:-1 soft}; do
   if [ "$st" = 1 ]; then
     timeout $(( ${MIN1%.*} * 60 + 90 )) python3 -m fourreal_rt.training --stage 1 --preset small --out runs/stage1 \
@@ -22,7 +24,15 @@ for st in ${STAGES:-1 soft}; do
     timeout $(( ${MIN2%.*} * 60 + 90 )) python3 -m fourreal_rt.training --stage 2 --init "$INIT" --sync "$st" \
       --out "runs/stage2_$st" --minutes "${MIN2:-2}" --batch "${BATCH2:-8}" --lr "${LR2:-1e-3}" \
       --workers 8 --pool 128 --save-dtype bfloat16 --log-every 25 2>&1 | tee "$OUT/stage2_$st.log"
-    mkdir -p "$OUT/$st" && cp -r "runs/stage2_$st/model" "$OUT/$st/"
+    [ -f "runs/stage2_$st/model/model.safetensors" ] && TRAINED+=("$st")
+    if [[ " ${SHIP:-${STAGES}} " == *" $st "* ]]; then
+      mkdir -p "$OUT/$st" && cp -r "runs/stage2_$st/model" "$OUT/$st/"
+    fi
   fi
 done
+if [ "${QUALITY:-0}" = 1 ]; then
+  args=(--stage1 "$INIT" --n "${QN:-32}" --steps "${QSTEPS:-16}" --json "$OUT/quality.json")
+  for st in "${TRAINED[@]}"; do args+=("--$st" "runs/stage2_$st/model"); done
+  timeout "${QTIMEOUT:-240}" python3 benchmarks/quality.py "${args[@]}" 2>&1 | tee "$OUT/quality.log"
+fi
 ls -R "$OUT" | head -30
