@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--fp8", action="store_true", help="also the soft model with FP8 linears (CUDA), and its "
+                    "PSNR against the bf16 grid of the same seed")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--results-md", help="replace the quality table in this RESULTS.md")
     ap.add_argument("--from-json", help="write the table of a finished run (its --json) instead of running")
@@ -85,13 +87,16 @@ def main():
     methods = {"copy-nearest": lambda: np.stack([quality.copy_nearest(g) for g in truth]),
                "additive": lambda: np.stack([quality.additive(g) for g in truth])}
 
-    def model_method(path, sync=None):
+    def model_method(path, sync=None, fp8=False):
         def run():
             src = resolve(path)
             m = load_model(src)
             if sync is not None:     # training-free syncs on the stage-1 blocks
                 m = TwoStreamModel(src.cfg.replace(sync=sync), base=m.base)
             m = m.to(dev, dtype).eval()
+            if fp8:                  # the block linears in e4m3 (what `generate --fp8` runs)
+                from fourreal_rt.ops.fp8 import convert_to_fp8
+                convert_to_fp8(m)
             return generate(m, truth, args.steps, 0, dev, dtype, args.batch)
         return run
 
@@ -101,11 +106,13 @@ def main():
     for name in ("sequential", "hard", "soft"):
         if getattr(args, name):
             methods[f"{name} (trained)"] = model_method(getattr(args, name))
+    if args.fp8:
+        methods["soft (trained), FP8 e4m3"] = model_method(args.soft, fp8=True)
 
-    rows = []
+    rows, preds = [], {}
     for name, fn in methods.items():
         t0 = time.time()
-        pred = fn()
+        pred = preds[name] = fn()
         gen_s = time.time() - t0
         p = [quality.psnr(a, b) for a, b in zip(pred, truth)]
         s = [quality.ssim(a, b) for a, b in zip(pred, truth)]
@@ -117,11 +124,16 @@ def main():
                              for i in range(len(truth))]))
     rows.append({"method": "ground truth (reference)", "psnr": float("inf"), "psnr_std": 0.0, "ssim": 1.0,
                  "reproj_mae": truth_c, "seconds": 0.0})
+    extra = {}
+    if args.fp8:                 # FP8 against bf16, same seed, generated cells only (issue 4, criterion 4)
+        a, b = preds["soft (trained), FP8 e4m3"], preds["soft (trained)"]
+        extra["fp8_vs_bf16_psnr"] = float(np.mean([quality.psnr(x, y) for x, y in zip(a, b)]))
+        print(f"FP8 vs bf16 (same seed): {extra['fp8_vs_bf16_psnr']:.2f} dB", flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     device_name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     result = {"rows": rows, "n": args.n, "steps": args.steps, "device": device_name, "commit": commit,
-              "date": datetime.date.today().isoformat(), "argv": sys.argv[1:]}
+              "date": datetime.date.today().isoformat(), "argv": sys.argv[1:], **extra}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     report(result, args.results_md)
@@ -140,7 +152,9 @@ def report(result: dict, results_md: str | None):
         write_section(Path(results_md), "quality", "\n".join(table) + "\n\n" +
                       f"{n} held-out test grids (TEST_SEEDS[:{n}]), 8x8 at 72x128, {steps} Euler steps, "
                       f"device {result['device']}, date {result['date']}, commit {result['commit']}.\n"
-                      f"Command: `python benchmarks/quality.py {' '.join(result['argv'])}`\n")
+                      + (f"FP8 (e4m3 block linears) against bf16, same seed: {result['fp8_vs_bf16_psnr']:.2f} dB PSNR "
+                         "over the generated cells.\n" if "fp8_vs_bf16_psnr" in result else "")
+                      + f"Command: `python benchmarks/quality.py {' '.join(result['argv'])}`\n")
 
 
 def write_section(path: Path, key: str, body: str):

@@ -5,7 +5,8 @@
 #   STAGES="1 soft"               stage 1, then stage-2 soft sync (MIN2 minutes); returns exactly 8 files
 #   STAGES="soft hard sequential" INIT=<stage-1 model dir, carried>   the stage-2 variants, MIN2 minutes each
 #   SHIP="soft"                   the stage-2 models copied back (default: all trained)
-#   QUALITY=1                     then benchmarks/quality.py on INIT and the trained variants ($OUT/quality.json)
+#   QUALITY=1                     then benchmarks/quality.py on INIT and the trained variants ($OUT/quality.json);
+#                                 QARGS="--fp8" adds the soft model in FP8 and its PSNR against bf16
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}
@@ -31,7 +32,7 @@ for st in ${STAGES:-1 soft}; do
   fi
 done
 if [ "${QUALITY:-0}" = 1 ]; then
-  args=(--stage1 "$INIT" --n "${QN:-32}" --steps "${QSTEPS:-16}" --json "$OUT/quality.json")
+  args=(--stage1 "$INIT" --n "${QN:-32}" --steps "${QSTEPS:-16}" --json "$OUT/quality.json" ${QARGS:-})
   for st in "${TRAINED[@]}"; do args+=("--$st" "runs/stage2_$st/model"); done
   timeout "${QTIMEOUT:-240}" python3 benchmarks/quality.py "${args[@]}" 2>&1 | tee "$OUT/quality.log"
 fi
