@@ -5,6 +5,7 @@
 # Logs go to $OUT (log.txt is the whole console; one file per stage beside it). Each stage has its own time limit
 # so that one slow stage still leaves the others their output.
 #   OUT=/tmp/out bash benchmarks/gpu_kernels.sh
+#   OUT=/tmp/out ONLY=tests bash benchmarks/gpu_kernels.sh     # build, ctest and the kernel tests; no benchmarks
 set -u
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
@@ -50,6 +51,8 @@ cap() { local left=$((BUDGET - SECONDS)); [ "$left" -lt "$1" ] && echo $((left >
   stage "kernel tests (pytest tests/test_kernels.py)"
   timeout $(cap 200) python3 -m pytest --noconftest -q -p no:cacheprovider tests/test_kernels.py -rfEs 2>&1 \
     | tee "$OUT/pytest.log" | grep -vE "^SKIPPED" | tail -40
+
+  if [ "${ONLY:-}" = tests ]; then stage done; exit 0; fi
 
   stage "bench_step"
   timeout $(cap 330) python3 benchmarks/bench_step.py $STEP_ARGS 2>&1 | tee "$OUT/bench_step.log"

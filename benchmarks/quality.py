@@ -30,8 +30,7 @@ from fourreal_rt.data import quality  # noqa: E402
 from fourreal_rt.data.scenes import TEST_SEEDS, render_batch  # noqa: E402
 from fourreal_rt.model.twostream import TwoStreamModel  # noqa: E402
 from fourreal_rt.model.weights import load_model, resolve  # noqa: E402
-from fourreal_rt.runtime.pipeline import DEFAULT_STEPS, to_model_range, to_uint8  # noqa: E402
-from fourreal_rt.sampler import sample  # noqa: E402
+from fourreal_rt.runtime.pipeline import DEFAULT_STEPS  # noqa: E402
 
 
 def consistency(pred_u8: np.ndarray, depth, K, c2w) -> float:
@@ -40,23 +39,6 @@ def consistency(pred_u8: np.ndarray, depth, K, c2w) -> float:
     frames = torch.from_numpy(pred_u8).float() / 255.0
     r = reprojection_error(frames, depth.cpu(), K.cpu(), c2w.cpu())
     return float(r["mae"] * 255.0)
-
-
-@torch.no_grad()
-def generate(model, truth_u8: np.ndarray, steps: int, seed: int, device, dtype, batch: int) -> np.ndarray:
-    """truth_u8: [B, V, T, H, W, 3]; only row 0 and column 0 are shown to the model."""
-    B, V, T = truth_u8.shape[:3]
-    mask = torch.from_numpy(quality.given_mask(V, T))
-    out = []
-    for i in range(0, B, batch):
-        known = to_model_range(torch.from_numpy(truth_u8[i:i + batch]))           # [b, V, T, H, W, 3]
-        m = mask.expand(known.shape[0], V, T).to(device)
-        known = torch.where(m.cpu()[..., None, None, None], known, torch.zeros(()))
-        x0 = sample(model, known.to(device), m, steps=steps, seed=seed + i, dtype=dtype)
-        out.append(to_uint8(x0).cpu().numpy())
-    res = np.concatenate(out)
-    res[:, mask.numpy()] = truth_u8[:, mask.numpy()]
-    return res
 
 
 def main():
@@ -97,7 +79,7 @@ def main():
             if fp8:                  # the block linears in e4m3 (what `generate --fp8` runs)
                 from fourreal_rt.ops.fp8 import convert_to_fp8
                 convert_to_fp8(m)
-            return generate(m, truth, args.steps, 0, dev, dtype, args.batch)
+            return quality.fill_grids(m, truth, steps=args.steps, device=dev, dtype=dtype, batch=args.batch)
         return run
 
     if args.stage1:

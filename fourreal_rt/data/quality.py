@@ -32,6 +32,31 @@ def additive(grid: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+def fill_grids(model, truth_u8: np.ndarray, *, steps: int, seed: int = 0, device="cpu", dtype=None,
+               batch: int = 8) -> np.ndarray:
+    """The model's grids given only row 0 and column 0 of each true grid. truth_u8: uint8 [B, V, T, H, W, 3].
+
+    Batch i's noise is seeded with seed + i (the first grid of each batch), as in benchmarks/quality.py.
+    """
+    import torch
+    from ..runtime.pipeline import to_model_range, to_uint8
+    from ..sampler import sample
+    B, V, T = truth_u8.shape[:3]
+    given = given_mask(V, T)
+    mask = torch.from_numpy(given)
+    out = []
+    with torch.no_grad():
+        for i in range(0, B, batch):
+            known = to_model_range(torch.from_numpy(truth_u8[i:i + batch]))       # [b, V, T, H, W, 3]
+            known = torch.where(mask[..., None, None, None], known, torch.zeros(()))
+            m = mask.expand(known.shape[0], V, T).to(device)
+            x0 = sample(model, known.to(device), m, steps=steps, seed=seed + i, dtype=dtype)
+            out.append(to_uint8(x0).cpu().numpy())
+    res = np.concatenate(out)
+    res[:, given] = truth_u8[:, given]
+    return res
+
+
 def psnr(pred: np.ndarray, true: np.ndarray) -> float:
     """PSNR (dB) over the generated frames of one grid. uint8 [V, T, H, W, 3]."""
     sel = ~given_mask(*pred.shape[:2])

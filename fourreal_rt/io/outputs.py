@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from fractions import Fraction
 from pathlib import Path
 
@@ -170,14 +171,20 @@ def _json_default(x):
 
 def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
     V, T, H, W, _ = frames.shape
-    np.savez_compressed(d / "grid.npz", frames=frames)
-    for v in range(V):
-        encode_mp4(d / f"view_{v:03d}.mp4", frames[v], fps)  # row v: [T, H, W, 3]
-    for t in range(T):
-        encode_mp4(d / f"time_{t:03d}.mp4", frames[:, t], fps)  # column t: [V, H, W, 3]
     tiled = np.stack([tile(frames[:, t]) for t in range(T)])  # [T, h, w, 3]
-    encode_mp4(d / "grid.mp4", tiled, fps)
-    (d / "viewer.html").write_text(viewer_html(frames, fps), encoding="utf-8")
+    # Independent files, written concurrently: zlib, libx264 and JPEG encoding release the GIL.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        jobs = [pool.submit(np.savez_compressed, d / "grid.npz", frames=frames),
+                pool.submit(encode_mp4, d / "grid.mp4", tiled, fps),
+                pool.submit(lambda: (d / "viewer.html").write_text(viewer_html(frames, fps), encoding="utf-8"))]
+        jobs += [pool.submit(encode_mp4, d / f"view_{v:03d}.mp4", frames[v], fps) for v in range(V)]      # row v: [T, H, W, 3]
+        jobs += [pool.submit(encode_mp4, d / f"time_{t:03d}.mp4", frames[:, t], fps) for t in range(T)]   # column t: [V, H, W, 3]
+        _, pending = wait(jobs, return_when=FIRST_EXCEPTION)
+        for job in pending:                                   # a failure: start nothing more
+            job.cancel()
+        for job in jobs:
+            if job.done() and not job.cancelled():
+                job.result()                                  # re-raises the failure
     video = {"codec": video_codec(), "pix_fmt": "yuv420p", "crf": CRF if video_codec() == "libx264" else None,
              "odd_sizes": "edge-padded by one pixel at the bottom/right to even"}
     out_meta = {**meta, "axes": {"frames": ["view", "time", "height", "width", "rgb"]},
