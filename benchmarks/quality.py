@@ -45,6 +45,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stage1", help="stage-1 model dir (for the training-free syncs)")
     ap.add_argument("--soft"), ap.add_argument("--hard"), ap.add_argument("--sequential")
+    ap.add_argument("--soft-tuned", help="soft sync trained with the blocks (training --tune-blocks)")
     ap.add_argument("--n", type=int, default=32, help="number of held-out test grids")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--batch", type=int, default=8)
@@ -88,6 +89,8 @@ def main():
     for name in ("sequential", "hard", "soft"):
         if getattr(args, name):
             methods[f"{name} (trained)"] = model_method(getattr(args, name))
+    if args.soft_tuned:
+        methods["soft (trained, blocks fine-tuned)"] = model_method(args.soft_tuned)
     if args.fp8:
         methods["soft (trained), FP8 e4m3"] = model_method(args.soft, fp8=True)
 

@@ -5,8 +5,12 @@
 #   STAGES="1 soft"               stage 1, then stage-2 soft sync (MIN2 minutes); returns exactly 8 files
 #   STAGES="soft hard sequential" INIT=<stage-1 model dir, carried>   the stage-2 variants, MIN2 minutes each
 #   SHIP="soft"                   the stage-2 models copied back (default: all trained)
+#   TOTAL2=m                      stage 2's LR schedule over m minutes of training (default: no decay in a chunk)
+#   TUNE=lr                       stage 2 also trains the blocks at peak LR lr (--tune-blocks; runs named <sync>-tuned)
 #   QUALITY=1                     then benchmarks/quality.py on INIT and the trained variants ($OUT/quality.json);
-#                                 QARGS="--fp8" adds the soft model in FP8 and its PSNR against bf16
+#                                 QARGS="--fp8" adds the soft model in FP8 and its PSNR against bf16; QSTAGE1=0 skips
+#                                 the training-free syncs
+#   WINDOWS=n                     then benchmarks/bench_windows.py quality on n scenes with the last model trained
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}
@@ -18,22 +22,30 @@ for st in ${STAGES:-1 soft}; do
   if [ "$st" = 1 ]; then
     timeout $(( ${MIN1%.*} * 60 + 90 )) python3 -m fourreal_rt.training --stage 1 --preset small --out runs/stage1 \
       --minutes "${MIN1:-5}" --total-minutes "${TOTAL1:-${MIN1:-5}}" --batch "${BATCH:-8}" --lr "${LR1:-4e-4}" \
-      --workers 8 --pool 128 --save-dtype bfloat16 --log-every 50 2>&1 | tee "$OUT/stage1.log"
+      --workers "${WORKERS:-8}" --pool "${POOL:-128}" --save-dtype bfloat16 --log-every 50 2>&1 | tee "$OUT/stage1.log"
     mkdir -p "$OUT/stage1" && cp -r runs/stage1/train_log.jsonl runs/stage1/model "$OUT/stage1/"
     INIT=runs/stage1/model
   else
-    timeout $(( ${MIN2%.*} * 60 + 90 )) python3 -m fourreal_rt.training --stage 2 --init "$INIT" --sync "$st" \
+    extra=()
+    [ -n "${TOTAL2:-}" ] && extra+=(--total-minutes "$TOTAL2")
+    [ -n "${TUNE:-}" ] && extra+=(--tune-blocks "$TUNE") && st="$st-tuned"
+    timeout $(( ${MIN2%.*} * 60 + 90 )) python3 -m fourreal_rt.training --stage 2 --init "$INIT" --sync "${st%-tuned}" \
       --out "runs/stage2_$st" --minutes "${MIN2:-2}" --batch "${BATCH2:-8}" --lr "${LR2:-1e-3}" \
-      --workers 8 --pool 128 --save-dtype bfloat16 --log-every 25 2>&1 | tee "$OUT/stage2_$st.log"
+      --workers "${WORKERS:-8}" --pool "${POOL:-128}" --save-dtype bfloat16 --log-every 25 "${extra[@]}" 2>&1 | tee "$OUT/stage2_$st.log"
     [ -f "runs/stage2_$st/model/model.safetensors" ] && TRAINED+=("$st")
-    if [[ " ${SHIP:-${STAGES}} " == *" $st "* ]]; then
+    if [[ " ${SHIP:-${STAGES}} " == *" ${st%-tuned} "* ]]; then
       mkdir -p "$OUT/$st" && cp -r "runs/stage2_$st/model" "$OUT/$st/"
     fi
   fi
 done
 if [ "${QUALITY:-0}" = 1 ]; then
-  args=(--stage1 "$INIT" --n "${QN:-32}" --steps "${QSTEPS:-16}" --json "$OUT/quality.json" ${QARGS:-})
+  args=(--n "${QN:-32}" --steps "${QSTEPS:-16}" --json "$OUT/quality.json" ${QARGS:-})
+  [ "${QSTAGE1:-1}" = 1 ] && args+=(--stage1 "$INIT")
   for st in "${TRAINED[@]}"; do args+=("--$st" "runs/stage2_$st/model"); done
   timeout "${QTIMEOUT:-240}" python3 benchmarks/quality.py "${args[@]}" 2>&1 | tee "$OUT/quality.log"
+fi
+if [ -n "${WINDOWS:-}" ]; then   # issue 6: sliding windows vs tiles on a 16x16 grid, with the model trained last
+  timeout "${WTIMEOUT:-150}" python3 benchmarks/bench_windows.py quality --model "runs/stage2_${TRAINED[-1]}/model" \
+    --device "${WDEVICE:-cuda}" --scenes "$WINDOWS" --steps "${QSTEPS:-16}" 2>&1 | tee "$OUT/windows.log"
 fi
 ls -R "$OUT" | head -30

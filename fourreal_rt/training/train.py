@@ -224,14 +224,20 @@ def train(args) -> Path:
         src = resolve(args.init)
         base_model = load_model(src)
         cfg = src.cfg.replace(sync=args.sync)
-        model = TwoStreamModel(cfg, base=base_model.base)   # the stage-1 blocks, frozen below
+        model = TwoStreamModel(cfg, base=base_model.base)   # the stage-1 blocks: frozen (paper §4.1) ...
         for p in model.base.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(bool(args.tune_blocks))        # ... unless --tune-blocks gives them a learning rate
         params = model.sync_parameters()
         for p in params:
             p.requires_grad_(True)
     model.to(device).train()
-    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    groups = [{"params": params, "peak_lr": args.lr}]
+    if args.stage == 2 and args.tune_blocks:
+        sync_ids = {id(p) for p in params}
+        blocks = [p for p in model.base.parameters() if id(p) not in sync_ids]
+        groups.append({"params": blocks, "peak_lr": args.tune_blocks})
+        params = params + blocks
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
 
     info = {"step": 0, "seed_next": 0, "train_s": 0.0, "stage": args.stage, "sync": cfg.sync, "argv": sys.argv[1:],
             "total_s": None}
@@ -253,7 +259,7 @@ def train(args) -> Path:
         step, t_step = info["step"], time.time()
         progress = max(step / args.steps, info["train_s"] / budget_s)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, progress, args.lr)
+            g["lr"] = lr_at(step, progress, g["peak_lr"])
         with torch.no_grad():
             if args.stage == 2 and torch.rand((), generator=gen, device=device).item() < args.pseudo_frac:
                 grids = data.pseudo4d(args.batch, gen)
@@ -282,6 +288,7 @@ def train(args) -> Path:
     save_checkpoint(out, model, opt, info)
     model.eval()
     save_model(model, out / "model", dtype=getattr(torch, args.save_dtype), extra={"stage": args.stage, "train_steps": info["step"],
+                                            "blocks": "trained" if args.stage == 1 or args.tune_blocks else "frozen",
                                             "trained_on": "fourreal_rt.data synthetic scenes (train seeds)"})
     print(f"saved {out / 'model'} at step {info['step']}", flush=True)
     return out / "model"
@@ -304,6 +311,8 @@ def parser() -> argparse.ArgumentParser:
                    help="dtype of the exported model/ weights")
     p.add_argument("--batch", type=int, default=16, help="grids per step")
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--tune-blocks", type=float, default=0.0, metavar="LR",
+                   help="stage 2: also train the stage-1 blocks at this peak LR (default 0: frozen, as the paper)")
     p.add_argument("--pseudo-frac", type=float, default=0.25, help="stage 2: share of pseudo-4D batches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=256, help="scenes kept on the device")
