@@ -54,12 +54,12 @@ def main():
                     "PSNR against the bf16 grid of the same seed")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--results-md", help="replace the quality table in this RESULTS.md")
-    ap.add_argument("--from-json", help="write the table of a finished run (its --json) instead of running")
+    ap.add_argument("--from-json", nargs="+", metavar="JSON",
+                    help="write the table of finished runs (their --json; rows merged by method) instead of running")
     args = ap.parse_args()
     print(vars(args), flush=True)
     if args.from_json:
-        result = json.loads(Path(args.from_json).read_text())
-        return report(result, args.results_md)
+        return report([json.loads(Path(p).read_text()) for p in args.from_json], args.results_md)
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
 
@@ -121,25 +121,31 @@ def main():
               "date": datetime.date.today().isoformat(), "argv": sys.argv[1:], **extra}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
-    report(result, args.results_md)
+    report([result], args.results_md)
 
 
-def report(result: dict, results_md: str | None):
-    """Print the table; with results_md, replace the quality section of that file."""
-    rows = result["rows"]
+def report(results: list[dict], results_md: str | None):
+    """Print the table of one or more runs (rows merged by method, the first run's row kept, the reference
+    row last); with results_md, replace the quality section of that file."""
+    rows = {}
+    for result in results:
+        for row in result["rows"]:
+            rows.setdefault(row["method"], row)
+    ref = [rows.pop(k) for k in [k for k in rows if "reference" in k]]
     table = ["| method | PSNR (dB) ↑ | SSIM ↑ | reprojection MAE (8-bit) ↓ |", "|---|---|---|---|"]
-    for row in rows:
+    for row in [*rows.values(), *ref]:
         ps = "—" if row["psnr"] == float("inf") else f"{row['psnr']:.2f} ± {row['psnr_std']:.2f}"
         table.append(f"| {row['method']} | {ps} | {row['ssim']:.3f} | {row['reproj_mae']:.2f} |")
     print("\n".join(table))
     if results_md:
-        n, steps = result["n"], result["steps"]
-        write_section(Path(results_md), "quality", "\n".join(table) + "\n\n" +
-                      f"{n} held-out test grids (TEST_SEEDS[:{n}]), 8x8 at 72x128, {steps} Euler steps, "
-                      f"device {result['device']}, date {result['date']}, commit {result['commit']}.\n"
-                      + (f"FP8 (e4m3 block linears) against bf16, same seed: {result['fp8_vs_bf16_psnr']:.2f} dB PSNR "
-                         "over the generated cells.\n" if "fp8_vs_bf16_psnr" in result else "")
-                      + f"Command: `python benchmarks/quality.py {' '.join(result['argv'])}`\n")
+        notes = []
+        for r in results:
+            notes.append(f"{r['n']} held-out test grids (TEST_SEEDS[:{r['n']}]), 8x8 at 72x128, {r['steps']} Euler "
+                         f"steps, device {r['device']}, date {r['date']}, commit {r['commit']}: "
+                         f"`python benchmarks/quality.py {' '.join(r['argv'])}`"
+                         + (f"; FP8 (e4m3 block linears) against bf16, same seed: {r['fp8_vs_bf16_psnr']:.2f} dB "
+                            "PSNR over the generated cells" if "fp8_vs_bf16_psnr" in r else "") + ".")
+        write_section(Path(results_md), "quality", "\n".join(table) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
 
 
 def write_section(path: Path, key: str, body: str):
