@@ -6,11 +6,12 @@
 # timeout_s <= 540. Logs, results.json and the engine's manifest.json go to $OUT.
 # BUDGET (s, default 490) bounds the whole script; the benchmark skips what would start past it.
 # RUNTIME (build-engine --runtime, default auto: no AOTInductor on CUDA) and CONFIGS (default "engine eager
-# compile") narrow a re-run; BENCH_ARGS go to bench_e2e.py (e.g. --reuse on a warm machine).
+# compile") narrow a re-run; BENCH_ARGS go to bench_e2e.py (e.g. --reuse on a warm machine). TESTS=1: then the
+# kernel tests (tests/test_kernels.py) in what is left of BUDGET. FOURREAL_CUDA_ARCHS (default 90a) for the build.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_engine_out}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=16
+export PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=16 FOURREAL_CUDA_ARCHS=${FOURREAL_CUDA_ARCHS:-90a}
 T0=$(date +%s)
 BUDGET=${BUDGET:-490}
 RUNTIME=${RUNTIME:-auto}
@@ -53,6 +54,13 @@ run() {
   python3 benchmarks/bench_e2e.py --preset paper --steps 32 --work /tmp/bench --out "$OUT" \
     --budget-s $((left - 15)) --runtime "$RUNTIME" --configs $CONFIGS ${BENCH_ARGS:-}
   cp /tmp/bench/engine/manifest.json "$OUT/manifest.json" 2>/dev/null
+
+  left=$((BUDGET - ($(date +%s) - T0)))
+  if [ "${TESTS:-0}" = 1 ] && [ "$left" -gt 40 ]; then     # the kernel tests, in what is left of the budget
+    log "pytest tests/test_kernels.py (${left} s left)"
+    timeout $((left - 5)) python3 -m pytest --noconftest -q -p no:cacheprovider tests/test_kernels.py -rfE 2>&1 \
+      | grep -vE "^SKIPPED" | tail -25
+  fi
   log "done"
 }
 
