@@ -1,0 +1,42 @@
+"""The shipped model against ground truth (issue 3, criterion 2): on held-out test scenes, at reduced steps on
+the CPU, its grids must score a higher PSNR than the additive baseline I[v,t] = I[v,0] + I[0,t] - I[0,0]."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fourreal_rt.data import TEST_SEEDS, render_batch
+from fourreal_rt.data import quality
+from fourreal_rt.model.weights import load_model, resolve
+
+STEPS = 4
+SCENES = [TEST_SEEDS[0], TEST_SEEDS[1]]          # never trained on (training uses TRAIN_SEEDS only)
+
+
+@pytest.fixture(scope="module")
+def graded():
+    model = load_model(resolve("small")).float().eval()
+    cfg = model.cfg
+    r = render_batch(SCENES, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, device="cpu")
+    truth = (r["frames"] * 255).round().clamp(0, 255).to(torch.uint8).numpy()   # [2, V, T, H, W, 3]
+    pred = quality.fill_grids(model, truth, steps=STEPS, seed=0)
+    return truth, pred
+
+
+def test_given_frames_are_the_truth(graded):
+    truth, pred = graded
+    given = quality.given_mask(*truth.shape[1:3])
+    assert np.array_equal(pred[:, given], truth[:, given])
+
+
+# The shipped model does not meet this yet (benchmarks/RESULTS.md, quality: 20.5 dB against the additive baseline's
+# 22.6 dB over 32 test grids; here 20.66 vs 23.13 and 18.16 vs 18.54 dB). Strict: once a shipped model passes, the
+# marker must go.
+@pytest.mark.xfail(strict=True, reason="issue 3: the shipped small model is below the additive baseline")
+@pytest.mark.parametrize("i", range(len(SCENES)))
+def test_shipped_model_beats_additive_baseline(graded, i):
+    truth, pred = graded
+    ours = quality.psnr(pred[i], truth[i])
+    additive = quality.psnr(quality.additive(truth[i]), truth[i])
+    assert ours > additive, f"test scene {SCENES[i]}: model {ours:.2f} dB <= additive {additive:.2f} dB"
