@@ -749,25 +749,12 @@ def preflight(path, *, model_name: str | None = None, steps: int | None = None, 
     return manifest, ModelSource(m["name"], cfg, Path(path) if m.get("trained") else None)
 
 
-def verify_sizes(path, manifest: dict) -> None:
-    """Every file of the manifest present with its size; raises EngineError naming the first that is not."""
-    path = Path(path)
-    for n, f in (manifest.get("files") or {}).items():
-        p = path / n
-        if not p.is_file():
-            raise EngineError(f"engine file {n} is missing from {path}")
-        if p.stat().st_size != f["bytes"]:
-            raise EngineError(f"engine file {n} is damaged (size {p.stat().st_size} bytes, manifest says "
-                              f"{f['bytes']})")
-
-
-def verify_files(path, manifest: dict, names=None, workers: int = 4) -> dict:
-    """sha256 of the engine's files (all, or `names`) against the manifest, in parallel; raises EngineError
-    naming the first missing or damaged file. Returns {name: seconds}."""
+def verify_sizes(path, manifest: dict, names=None) -> None:
+    """Files of the manifest (all, or `names`) present with their sizes; raises EngineError naming the first
+    that is not (missing, damaged, or without a manifest entry)."""
     path = Path(path)
     files = manifest.get("files") or {}
-    names = list(files) if names is None else list(names)
-    for n in names:
+    for n in (list(files) if names is None else names):
         if n not in files:
             raise EngineError(f"engine manifest lists no checksum for {n}")
         p = path / n
@@ -776,6 +763,15 @@ def verify_files(path, manifest: dict, names=None, workers: int = 4) -> dict:
         if p.stat().st_size != files[n]["bytes"]:
             raise EngineError(f"engine file {n} is damaged (size {p.stat().st_size} bytes, manifest says "
                               f"{files[n]['bytes']})")
+
+
+def verify_files(path, manifest: dict, names=None, workers: int = 4) -> dict:
+    """sha256 of the engine's files (all, or `names`) against the manifest, in parallel; raises EngineError
+    naming the first missing or damaged file. Returns {name: seconds}."""
+    path = Path(path)
+    files = manifest.get("files") or {}
+    names = list(files) if names is None else list(names)
+    verify_sizes(path, manifest, names)
 
     def one(n):
         t0 = time.perf_counter()
