@@ -89,7 +89,8 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--grid")
     try:  # probing demuxes only; the grid defaults to every frame the inputs have, at least the window
-        counts = {"row": probe(row).frame_count, "col": probe(col).frame_count}
+        probed = {"row": probe(row), "col": probe(col)}
+        counts = {k: info.frame_count for k, info in probed.items()}
     except InputError as e:
         fail(EXIT_INPUT, str(e))
     if V is None:
@@ -109,7 +110,7 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
     except InputError as e:
         fail(EXIT_OUTPUT, str(e))
     try:
-        row_f, col_f, report = read_inputs(row, col, V, T, (cfg.frame_h, cfg.frame_w))
+        row_f, col_f, report = read_inputs(row, col, V, T, (cfg.frame_h, cfg.frame_w), probed)
     except InputError as e:
         fail(EXIT_INPUT, str(e))
     for w in report.get("warnings", []):

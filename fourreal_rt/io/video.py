@@ -212,16 +212,18 @@ def read_frames(path, count: int | None, size, *, start: int = 0) -> tuple[np.nd
     return np.stack(out), report  # [count, H, W, 3]
 
 
-def read_inputs(row_path, col_path, V: int, T: int, size) -> tuple[np.ndarray, np.ndarray, dict]:
+def read_inputs(row_path, col_path, V: int, T: int, size,
+                probed: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Reads in_row (T frames -> row 0) and in_col (V frames -> column 0) at frame size `size` = (H, W).
 
-    Both are probed before anything is decoded. Frame [0, 0] comes from the row; if the column's first
-    frame differs from it by more than FRAME00_MAD_THRESHOLD (mean abs difference), a warning is recorded.
+    Both are probed before anything is decoded (`probed`: {"row": VideoInfo, "col": VideoInfo} already
+    taken by the caller). Frame [0, 0] comes from the row; if the column's first frame differs from it by
+    more than FRAME00_MAD_THRESHOLD (mean abs difference), a warning is recorded.
     Returns (row uint8 [T, H, W, 3], col uint8 [V, H, W, 3], report).
     """
     infos = {}
     for name, path, need in (("row", row_path, T), ("col", col_path, V)):
-        info = probe(path)
+        info = (probed or {}).get(name) or probe(path)
         if info.frame_count < need:
             raise InputError(path, f"has {info.frame_count} frames, the grid needs {need}")
         infos[name] = info
