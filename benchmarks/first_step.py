@@ -1,0 +1,83 @@
+"""The first denoising step of a fresh process against the steady one (issue 5: where `generate`'s time goes).
+
+A CLI run pays one-time costs that a steady-state step benchmark hides: cuDNN building (and runtime-compiling)
+its attention plans for each new shape, cuBLAS handles, the kernels' first launch. Each configuration runs in a
+fresh process on the preset's full grid with random bf16 weights: first step, then the median of the next ones,
+all timed with a device synchronize (wall clock, as the CLI sees them).
+
+  python benchmarks/first_step.py --preset paper            # GPU box
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CONFIGS = {"kernels+cudnn": (True, "cudnn"), "kernels+flash": (True, "flash"), "twins+cudnn": (False, "cudnn")}
+
+
+def child(preset: str, config: str, steps: int) -> dict:
+    import contextlib
+
+    import torch
+
+    from fourreal_rt.export.engine import kernels_status, sdpa_backend
+    from fourreal_rt.model import PRESETS
+    from fourreal_rt.model.twostream import TwoStreamModel
+    from fourreal_rt.ops import use_custom_ops
+
+    custom, attn = CONFIGS[config]
+    t0 = time.perf_counter()
+    cfg = PRESETS[preset]
+    with torch.device("cuda"):
+        model = TwoStreamModel(cfg).to(torch.bfloat16).eval()
+    kern = kernels_status() if custom else None
+    shape = (1, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(shape, generator=gen, device="cuda").to(torch.bfloat16)          # [1, V, T, H, W, 3]
+    mask = torch.zeros(shape[:3], dtype=torch.bool, device="cuda")
+    mask[:, 0] = mask[:, :, 0] = True
+    sigma = torch.full((1,), 0.7, device="cuda", dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    setup_s = time.perf_counter() - t0
+    times = []
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        if custom:
+            stack.enter_context(use_custom_ops())
+        stack.enter_context(sdpa_backend(attn))
+        for _ in range(steps):
+            t1 = time.perf_counter()
+            model(x, x, mask, sigma)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t1)
+    return {"config": config, "device": torch.cuda.get_device_name(), "setup_s": round(setup_s, 2),
+            "first_step_ms": round(times[0] * 1e3, 1), "second_step_ms": round(times[1] * 1e3, 1),
+            "steady_step_ms": round(statistics.median(times[2:]) * 1e3, 1),
+            "first_step_extra_ms": round((times[0] - statistics.median(times[2:])) * 1e3, 1), "kernels": kern}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.preset, a.child, a.steps)), flush=True)
+        return
+    for config in a.configs:          # a fresh process each: one-time costs are paid again
+        p = subprocess.run([sys.executable, __file__, "--preset", a.preset, "--steps", str(a.steps),
+                            "--child", config], capture_output=True, text=True)
+        print(p.stdout.strip().splitlines()[-1] if p.returncode == 0 else
+              json.dumps({"config": config, "error": (p.stderr.strip().splitlines() or ["?"])[-1][:300]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
