@@ -22,7 +22,7 @@ sys.path.insert(0, ROOT)
 CONFIGS = {"kernels+cudnn": (True, "cudnn"), "kernels+flash": (True, "flash"), "twins+cudnn": (False, "cudnn")}
 
 
-def child(preset: str, config: str, steps: int) -> dict:
+def child(preset: str, config: str, steps: int, profile: bool = False) -> dict:
     import contextlib
 
     import torch
@@ -30,9 +30,10 @@ def child(preset: str, config: str, steps: int) -> dict:
     from fourreal_rt.export.engine import kernels_status, sdpa_backend
     from fourreal_rt.model import PRESETS
     from fourreal_rt.model.twostream import TwoStreamModel
-    from fourreal_rt.ops import use_custom_ops
+    from fourreal_rt.ops import backend, use_custom_ops
 
     custom, attn = CONFIGS[config]
+    backend.settings["attention_backend"] = attn          # the core between our RoPE/pack and gather kernels
     t0 = time.perf_counter()
     cfg = PRESETS[preset]
     with torch.device("cuda"):
@@ -51,11 +52,18 @@ def child(preset: str, config: str, steps: int) -> dict:
         if custom:
             stack.enter_context(use_custom_ops())
         stack.enter_context(sdpa_backend(attn))
-        for _ in range(steps):
+        for i in range(steps):
+            prof = None
+            if profile and i == 0:
+                prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                prof.__enter__()
             t1 = time.perf_counter()
             model(x, x, mask, sigma)
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t1)
+            if prof is not None:
+                prof.__exit__(None, None, None)
+                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), file=sys.stderr)
     return {"config": config, "device": torch.cuda.get_device_name(), "setup_s": round(setup_s, 2),
             "first_step_ms": round(times[0] * 1e3, 1), "second_step_ms": round(times[1] * 1e3, 1),
             "steady_step_ms": round(statistics.median(times[2:]) * 1e3, 1),
@@ -67,14 +75,17 @@ def main():
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--profile", action="store_true", help="print the first step's most expensive ops (stderr)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.preset, a.child, a.steps)), flush=True)
+        print(json.dumps(child(a.preset, a.child, a.steps, a.profile)), flush=True)
         return
     for config in a.configs:          # a fresh process each: one-time costs are paid again
         p = subprocess.run([sys.executable, __file__, "--preset", a.preset, "--steps", str(a.steps),
-                            "--child", config], capture_output=True, text=True)
+                            "--child", config] + (["--profile"] if a.profile else []), capture_output=True, text=True)
+        if a.profile:
+            print(p.stderr[-6000:], file=sys.stderr)
         print(p.stdout.strip().splitlines()[-1] if p.returncode == 0 else
               json.dumps({"config": config, "error": (p.stderr.strip().splitlines() or ["?"])[-1][:300]}), flush=True)
 
