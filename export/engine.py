@@ -592,10 +592,12 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, p
             best = name
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    with torch.no_grad():                                       # the non-engine step, same machine, for scale
-        timer = _time_cuda if dev.type == "cuda" else _time_cpu
+    from fourreal_rt.ops import use_custom_ops
+    with torch.no_grad(), use_custom_ops(have_kernels):         # the non-engine step, same machine, for scale:
+        timer = _time_cuda if dev.type == "cuda" else _time_cpu  # as `generate` runs it (kernels when built)
         base_ms = round(timer(lambda: model(*example)), 3)
-    log(f"non-engine eager step (the model as `generate` runs it): {base_ms:.1f} ms")
+    log(f"non-engine eager step (the model as `generate` runs it{', on our kernels' if have_kernels else ''}): "
+        f"{base_ms:.1f} ms")
     if best is None:
         raise EngineError("no engine runtime could be built: " +
                           "; ".join(f"{k}: {v.get('error', 'rel err %.2e' % v.get('rel_err', float('nan')))}"
