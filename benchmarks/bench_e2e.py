@@ -151,7 +151,7 @@ def run_config(name: str, cli_args: list[str], work: str, timeout: float) -> dic
     meta = json.load(open(os.path.join(out, "meta.json")))
     t = meta.get("timings_s", {})
     r.update(e2e_s=summary["total_s"], read_s=t.get("read_inputs"), load_s=t.get("load_model"),
-             denoise_s=t.get("denoise"), out=out)
+             denoise_s=t.get("denoise"), first_step_s=t.get("first_step"), out=out)
     r["write_s"] = round(summary["total_s"] - sum(t.get(k) or 0 for k in ("read_inputs", "load_model", "denoise")), 3)
     if os.path.exists(report):
         r.update(json.load(open(report)))
@@ -283,14 +283,15 @@ def main(argv=None):
     save()
 
     log("")
-    log(f"{'config':<8} {'e2e_s':>7} {'wall_s':>7} {'read':>6} {'load':>6} {'denoise':>8} {'write':>6} "
+    log(f"{'config':<8} {'e2e_s':>7} {'wall_s':>7} {'read':>6} {'load':>6} {'denoise':>8} {'step 1':>7} {'write':>6} "
         f"{'peak_GiB':>8}  (device {dev_name}, preset {a.preset}, {a.steps} steps)")
     for r in res["runs"]:
         if "error" in r:
             log(f"{r['config']:<8} {r['error']}")
             continue
         log(f"{r['config']:<8} {r['e2e_s']:>7.2f} {r['wall_s']:>7.2f} {r['read_s'] or 0:>6.2f} {r['load_s'] or 0:>6.2f} "
-            f"{r['denoise_s'] or 0:>8.2f} {r['write_s']:>6.2f} {r.get('peak_reserved_gib', float('nan')):>8.2f}")
+            f"{r['denoise_s'] or 0:>8.2f} {r.get('first_step_s') or 0:>7.2f} {r['write_s']:>6.2f} "
+            f"{r.get('peak_reserved_gib', float('nan')):>8.2f}")
     if "engine" in res:
         rt = res["engine"]["runtime"]
         log(f"engine: build {res['build_wall_s']} s wall; runtime {rt['name']} (step {rt['step_ms']} ms, "

@@ -406,7 +406,11 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
     gs = open_store((V, T, H, W, 3), store, scratch_dir)
     per_window = []
 
+    first_step = []   # the first window's first step, synchronized (one-time costs: plans, graph capture)
+
     def done(w, s):
+        if not per_window:
+            first_step.append(getattr(pipe, "first_step_s", None))
         per_window.append(round(s, 3))
         if on_window_done:
             on_window_done(w, s)
@@ -424,5 +428,6 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
             "windows": {**{k: v for k, v in plan.to_dict().items() if k != "windows"}, "count": len(plan),
                         "store": gs.kind, "per_window_s": per_window,
                         "seeds": [w.seed for w in plan.windows]},
-            "timings_s": {"denoise": round(time.perf_counter() - t0, 3)}}
+            "timings_s": {"denoise": round(time.perf_counter() - t0, 3),
+                          "first_step": first_step[0] if first_step else None}}
     return Grid(frames, meta)
