@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fourreal_rt import ops
+from fourreal_rt.ops.fused import linear_mlp
 from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, masked_input, velocity
 
 SUPPORTED_SYNC = ("soft", "hard", "average", "weighted")
@@ -75,18 +76,7 @@ def block_apply(x, mod, cos, sin, axis: str, heads: int, qkv_w, qkv_b, proj_w, p
     o = ops.grid_attention(q, k, v, cos, sin, axis)                             # [B, V, T, N, H, hd]
     x = ops.gated_residual(x, F.linear(o.flatten(-2), proj_w, proj_b), g1)      # [B, V, T, N, D]
     h = ops.modulated_layernorm(x, sh2, sc2)
-    return ops.gated_residual(x, mlp(h, fc1_w, fc1_b, fc2_w, fc2_b), g2)
-
-
-def mlp(h, fc1_w, fc1_b, fc2_w, fc2_b):
-    """fc2(GELU_tanh(fc1(h))). h: [..., D] -> [..., D]. Inside `use_custom_ops()` on CUDA (bf16/fp16, eager) the
-    GELU runs in cuBLASLt's GEMM epilogue (`torch._addmm_activation`), as the model's own MLP does there."""
-    if (ops._custom["on"] and h.is_cuda and h.dtype in (torch.bfloat16, torch.float16)
-            and not torch.compiler.is_compiling()):
-        lead = h.shape[:-1]
-        a = torch._addmm_activation(fc1_b, h.reshape(-1, h.shape[-1]), fc1_w.t(), use_gelu=True)  # [M, hidden]
-        return F.linear(a, fc2_w, fc2_b).view(*lead, -1)
-    return F.linear(F.gelu(F.linear(h, fc1_w, fc1_b), approximate="tanh"), fc2_w, fc2_b)
+    return ops.gated_residual(x, linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b), g2)
 
 
 class Layer(nn.Module):

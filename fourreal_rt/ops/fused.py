@@ -29,8 +29,17 @@ def mlp(h: torch.Tensor, fc1: nn.Module, fc2: nn.Module) -> torch.Tensor:
             a = fc1(h2)                                                        # [M, hidden]
             aq, a_scale = quantize_rowwise(a, gelu=True)                       # GELU fused into the quantization
             return fc2.forward_quantized(aq, a_scale).view(*lead, -1)
-        if (backend.settings["fused_mlp"] and type(fc1) is nn.Linear and type(fc2) is nn.Linear
-                and fc1.bias is not None and h.dtype in (torch.bfloat16, torch.float16)):
-            a = torch._addmm_activation(fc1.bias, h2, fc1.weight.t(), use_gelu=True)  # [M, hidden], GELU in epilogue
-            return fc2(a).view(*lead, -1)
+        if type(fc1) is nn.Linear and type(fc2) is nn.Linear:
+            return linear_mlp(h, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     return fc2(F.gelu(fc1(h), approximate="tanh"))
+
+
+def linear_mlp(h: torch.Tensor, fc1_w, fc1_b, fc2_w, fc2_b) -> torch.Tensor:
+    """`mlp` from the weights (the engine's functional layer uses it too). h: [..., D] -> [..., D_out];
+    fc1_w: [hidden, D], fc2_w: [D_out, hidden]."""
+    if (_fast(h) and backend.settings["fused_mlp"] and fc1_b is not None
+            and h.dtype in (torch.bfloat16, torch.float16)):
+        lead = h.shape[:-1]
+        a = torch._addmm_activation(fc1_b, h.reshape(-1, h.shape[-1]), fc1_w.t(), use_gelu=True)  # [M, hidden]
+        return F.linear(a, fc2_w, fc2_b).view(*lead, -1)                       # GELU in cuBLASLt's epilogue
+    return F.linear(F.gelu(F.linear(h, fc1_w, fc1_b), approximate="tanh"), fc2_w, fc2_b)
