@@ -4,7 +4,8 @@ Stage 1: the base video model on fixed-view videos (rows, context "dynamic") and
 (columns, context "freeze-time") with random masking: the first K ∈ [0, 4] frames are known.
 Stage 2: the two-stream model built from the stage-1 blocks, blocks frozen, only the sync layers
 trained (for `sequential`: the time pass's attention copy) on whole grids whose first row and column
-are known: multi-view synthetic grids and pseudo-4D grids (2D affine sweeps of videos).
+are known: multi-view synthetic grids and pseudo-4D grids (2D affine sweeps of videos). `--tune-blocks LR`
+trains the blocks too (their own peak LR; not the paper's recipe, see training/README.md).
 
 Runs in time-boxed chunks that resume: `--minutes 8` trains for 8 minutes (set-up included), saves, and
 exits; the next call with the same `--out` continues from the checkpoint (weights, AdamW state, step, data
