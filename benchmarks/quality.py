@@ -30,7 +30,7 @@ from fourreal_rt.data import quality  # noqa: E402
 from fourreal_rt.data.scenes import TEST_SEEDS, render_batch  # noqa: E402
 from fourreal_rt.model.twostream import TwoStreamModel  # noqa: E402
 from fourreal_rt.model.weights import load_model, resolve  # noqa: E402
-from fourreal_rt.runtime.pipeline import DEFAULT_STEPS  # noqa: E402
+from fourreal_rt.runtime.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS  # noqa: E402
 
 
 def consistency(pred_u8: np.ndarray, depth, K, c2w) -> float:
@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--soft-tuned", help="soft sync trained with the blocks (training --tune-blocks)")
     ap.add_argument("--n", type=int, default=32, help="number of held-out test grids")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    ap.add_argument("--shift", type=float, default=DEFAULT_SHIFT, help="σ schedule time shift (generate's default)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--fp8", action="store_true", help="also the soft model with FP8 linears (CUDA), and its "
@@ -80,7 +81,8 @@ def main():
             if fp8:                  # the block linears in e4m3 (what `generate --fp8` runs)
                 from fourreal_rt.ops.fp8 import convert_to_fp8
                 convert_to_fp8(m)
-            return quality.fill_grids(m, truth, steps=args.steps, device=dev, dtype=dtype, batch=args.batch)
+            return quality.fill_grids(m, truth, steps=args.steps, device=dev, dtype=dtype, batch=args.batch,
+                                      shift=args.shift)
         return run
 
     if args.stage1:
@@ -117,7 +119,8 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     device_name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
-    result = {"rows": rows, "n": args.n, "steps": args.steps, "device": device_name, "commit": commit,
+    result = {"rows": rows, "n": args.n, "steps": args.steps, "shift": args.shift, "device": device_name,
+              "commit": commit,
               "date": datetime.date.today().isoformat(), "argv": sys.argv[1:], **extra}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -141,7 +144,7 @@ def report(results: list[dict], results_md: str | None):
         notes = []
         for r in results:
             notes.append(f"{r['n']} held-out test grids (TEST_SEEDS[:{r['n']}]), 8x8 at 72x128, {r['steps']} Euler "
-                         f"steps, device {r['device']}, date {r['date']}, commit {r['commit']}: "
+                         f"steps, σ shift {r.get('shift', 1.0):g}, device {r['device']}, date {r['date']}, commit {r['commit']}: "
                          f"`python benchmarks/quality.py {' '.join(r['argv'])}`"
                          + (f"; FP8 (e4m3 block linears) against bf16, same seed: {r['fp8_vs_bf16_psnr']:.2f} dB "
                             "PSNR over the generated cells" if "fp8_vs_bf16_psnr" in r else "") + ".")

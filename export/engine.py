@@ -394,7 +394,7 @@ def _ort_check(onnx_path, model32, inputs, log) -> dict:
 
 
 def build_engine(model_name: str, out, *, grid: tuple[int, int] | None = None, steps: int = 32,
-                 shift: float = 1.0, dtype: str = "auto", device: str = "auto", runtime: str = "auto",
+                 shift: float | None = None, dtype: str = "auto", device: str = "auto", runtime: str = "auto",
                  onnx: bool = True, ort_check: str = "auto", overwrite: bool = False, log=print,
                  onnx_process: bool | None = None) -> dict:
     """Builds an engine directory at `out`; returns its manifest.
@@ -407,10 +407,11 @@ def build_engine(model_name: str, out, *, grid: tuple[int, int] | None = None, s
     """
     from fourreal_rt.model.twostream import TwoStreamModel
     from fourreal_rt.model.weights import ModelNotFoundError, resolve
-    from fourreal_rt.runtime.pipeline import pick_device
+    from fourreal_rt.runtime.pipeline import DEFAULT_SHIFT, pick_device
 
     from .step import SUPPORTED_SYNC
 
+    shift = DEFAULT_SHIFT if shift is None else shift           # the σ schedule `generate` uses
     t_start = time.perf_counter()
     parts: dict = {}
     out = Path(out)

@@ -33,14 +33,16 @@ def additive(grid: np.ndarray) -> np.ndarray:
 
 
 def fill_grids(model, truth_u8: np.ndarray, *, steps: int, seed: int = 0, device="cpu", dtype=None,
-               batch: int = 8) -> np.ndarray:
+               batch: int = 8, shift: float | None = None) -> np.ndarray:
     """The model's grids given only row 0 and column 0 of each true grid. truth_u8: uint8 [B, V, T, H, W, 3].
 
     Batch i's noise is seeded with seed + i (the first grid of each batch), as in benchmarks/quality.py.
+    shift: the σ schedule's time shift (default: the pipeline's, what `generate` uses).
     """
     import torch
-    from ..runtime.pipeline import to_model_range, to_uint8
+    from ..runtime.pipeline import DEFAULT_SHIFT, to_model_range, to_uint8
     from ..sampler import sample
+    shift = DEFAULT_SHIFT if shift is None else shift
     B, V, T = truth_u8.shape[:3]
     given = given_mask(V, T)
     mask = torch.from_numpy(given)
@@ -50,7 +52,7 @@ def fill_grids(model, truth_u8: np.ndarray, *, steps: int, seed: int = 0, device
             known = to_model_range(torch.from_numpy(truth_u8[i:i + batch]))       # [b, V, T, H, W, 3]
             known = torch.where(mask[..., None, None, None], known, torch.zeros(()))
             m = mask.expand(known.shape[0], V, T).to(device)
-            x0 = sample(model, known.to(device), m, steps=steps, seed=seed + i, dtype=dtype)
+            x0 = sample(model, known.to(device), m, steps=steps, seed=seed + i, shift=shift, dtype=dtype)
             out.append(to_uint8(x0).cpu().numpy())
     res = np.concatenate(out)
     res[:, given] = truth_u8[:, given]
