@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fourreal_rt.data import quality  # noqa: E402
-from fourreal_rt.data.scenes import TEST_SEEDS, render_batch  # noqa: E402
+from fourreal_rt.data.scenes import TEST_SEEDS, VAL_SEEDS, render_batch  # noqa: E402
 from fourreal_rt.model.twostream import TwoStreamModel  # noqa: E402
 from fourreal_rt.model.weights import load_model, resolve  # noqa: E402
 from fourreal_rt.runtime.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS  # noqa: E402
@@ -46,7 +46,9 @@ def main():
     ap.add_argument("--stage1", help="stage-1 model dir (for the training-free syncs)")
     ap.add_argument("--soft"), ap.add_argument("--hard"), ap.add_argument("--sequential")
     ap.add_argument("--soft-tuned", help="soft sync trained with the blocks (training --tune-blocks)")
-    ap.add_argument("--n", type=int, default=32, help="number of held-out test grids")
+    ap.add_argument("--n", type=int, default=32, help="number of held-out grids")
+    ap.add_argument("--split", default="test", choices=("test", "val"),
+                    help="held-out scenes: test (report) or val (for choosing sampler settings)")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--shift", type=float, default=DEFAULT_SHIFT, help="σ schedule time shift (generate's default)")
     ap.add_argument("--batch", type=int, default=8)
@@ -64,7 +66,7 @@ def main():
     dev = torch.device(args.device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
 
-    seeds = list(TEST_SEEDS[:args.n])
+    seeds = list((TEST_SEEDS if args.split == "test" else VAL_SEEDS)[:args.n])
     r = render_batch(seeds, 8, 8, 72, 128, device=dev)
     truth = (r["frames"] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()   # [N, V, T, H, W, 3]
 
@@ -119,7 +121,7 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     device_name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
-    result = {"rows": rows, "n": args.n, "steps": args.steps, "shift": args.shift, "device": device_name,
+    result = {"rows": rows, "n": args.n, "split": args.split, "steps": args.steps, "shift": args.shift, "device": device_name,
               "commit": commit,
               "date": datetime.date.today().isoformat(), "argv": sys.argv[1:], **extra}
     if args.json:
@@ -143,7 +145,8 @@ def report(results: list[dict], results_md: str | None):
     if results_md:
         notes = []
         for r in results:
-            notes.append(f"{r['n']} held-out test grids (TEST_SEEDS[:{r['n']}]), 8x8 at 72x128, {r['steps']} Euler "
+            split = r.get("split", "test")
+            notes.append(f"{r['n']} held-out {split} grids ({split.upper()}_SEEDS[:{r['n']}]), 8x8 at 72x128, {r['steps']} Euler "
                          f"steps, σ shift {r.get('shift', 1.0):g}, device {r['device']}, date {r['date']}, commit {r['commit']}: "
                          f"`python benchmarks/quality.py {' '.join(r['argv'])}`"
                          + (f"; FP8 (e4m3 block linears) against bf16, same seed: {r['fp8_vs_bf16_psnr']:.2f} dB "
