@@ -24,7 +24,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from fourreal_rt.model.weights import sha256_file
 from fourreal_rt.runtime.timing import cpu_times, cuda_times, median
 
 FORMAT = "fourreal-rt-engine"
@@ -71,15 +71,6 @@ def package_version() -> str:
     return __version__
 
 
-def sha256_file(path, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -535,7 +526,6 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, p
     """Weights, σ tables and the chosen runtime (+ layer.pt2) into `d`; returns the manifest (no onnx, files)."""
     from safetensors.torch import save_file
 
-    from fourreal_rt.model.weights import sha256_file as model_sha
     from fourreal_rt.sampler.flow import sigma_schedule
 
     from . import onnx_export
@@ -614,7 +604,7 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, p
         "format": FORMAT, "format_version": FORMAT_VERSION, "fourreal_rt": package_version(),
         "model": {"name": src.name, "trained": src.trained, "config": json.loads(cfg.to_json()),
                   "source_config": json.loads(src.cfg.to_json()),
-                  "weights_sha256": model_sha(src.weights_path) if src.trained else None,
+                  "weights_sha256": sha256_file(src.weights_path) if src.trained else None,
                   "path": str(src.directory) if src.directory else None},
         "grid": [cfg.views, cfg.times], "frame": [cfg.frame_h, cfg.frame_w], "batch": 1,
         "steps": steps, "shift": shift, "sigmas": [float(s) for s in sigmas],
@@ -734,7 +724,7 @@ def preflight(path, *, model_name: str | None = None, steps: int | None = None, 
     """The cheap checks `generate --engine` runs before reading any video: manifest, package, device, and the
     options given explicitly (--model, --steps, --dtype). Returns (manifest, ModelSource of the engine's model).
     File checksums are checked by `load_engine`."""
-    from fourreal_rt.model.weights import ModelNotFoundError, ModelSource, resolve, sha256_file as model_sha
+    from fourreal_rt.model.weights import ModelNotFoundError, ModelSource, resolve
 
     manifest = read_manifest(path)
     dev = engine_device(manifest, device)
@@ -747,7 +737,7 @@ def preflight(path, *, model_name: str | None = None, steps: int | None = None, 
         except ModelNotFoundError as e:
             raise EngineError(str(e)) from None
         check_request(manifest, cfg=src.cfg, model_name=model_name,
-                      weights_sha256=model_sha(src.weights_path) if src.trained else None)
+                      weights_sha256=sha256_file(src.weights_path) if src.trained else None)
     m = manifest["model"]
     return manifest, ModelSource(m["name"], cfg, Path(path) if m.get("trained") else None)
 
@@ -843,10 +833,7 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     needed = [WEIGHTS_FILE, TABLES_FILE] + ([rt["layer_file"]] if rt.get("layer_file") else [])
     rest = [n for n in (manifest.get("files") or {}) if n not in needed]
     if verify:  # sizes and presence of every file now; sha256 of what the step reads in parallel with loading it
-        for n in needed + rest:
-            if n not in (manifest.get("files") or {}):
-                raise EngineError(f"engine manifest lists no checksum for {n}")
-        verify_sizes(path, manifest)
+        verify_sizes(path, manifest, needed + rest)
         pending_needed = [_pool().submit(verify_files, path, manifest, [n], 1) for n in needed]
     try:
         t1 = time.perf_counter()
@@ -909,6 +896,7 @@ def engine_pipeline(engine: Engine):
 
     src = ModelSource(engine.manifest["model"]["name"], engine.cfg, None)
     pipe = EnginePipeline(engine.model, src, engine.device, engine.dtype)
+    pipe.default_shift = engine.manifest["shift"]
     pipe.denoiser = engine.denoiser
     pipe.engine = engine
     return pipe

@@ -132,6 +132,8 @@ def test_generate_with_engine_equals_generate_with_model(built, tmp_path):
     assert np.array_equal(a, b)                                         # float32 on the CPU: the same frames
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["engine"]["runtime"]["name"] == "eager" and meta["steps"] == STEPS
+    assert meta["sigma_shift"] == meta["engine"]["shift"] == json.loads((tmp_path / "b" / "meta.json").read_text())[
+        "sigma_shift"]                                                  # the engine's σ schedule, recorded
     assert meta["model"]["weights_sha256"] == E.sha256_file(built["model"] / "model.safetensors")
 
 

@@ -61,11 +61,11 @@ def read_config(directory: Path) -> GridConfig:
         raise ModelNotFoundError(f"{directory / CONFIG_FILE}: unreadable model config ({e})") from None
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
     return h.hexdigest()
 
 

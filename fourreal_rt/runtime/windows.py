@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import inspect
 import math
 import os
 import tempfile
@@ -379,12 +378,6 @@ def run_plan(pipe, plan: WindowPlan, row: np.ndarray, col: np.ndarray, *, steps:
     return store.finish()
 
 
-def _default_shift(pipe):
-    """The σ shift `pipe.denoise_window` uses when given none (None where the pipeline decides, e.g. an engine)."""
-    p = inspect.signature(pipe.denoise_window).parameters.get("shift")
-    return p.default if p is not None and p.default is not inspect.Parameter.empty else None
-
-
 def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None = None, seed: int = 0,
                   shift: float | None = None, overlap: int | tuple[int, int] | None = None,
                   store: str = "auto", scratch_dir=None,
@@ -406,28 +399,27 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
     gs = open_store((V, T, H, W, 3), store, scratch_dir)
     per_window = []
 
-    first_step = []   # the first window's first step, synchronized (one-time costs: plans, graph capture)
-
     def done(w, s):
-        if not per_window:
-            first_step.append(getattr(pipe, "first_step_s", None))
         per_window.append(round(s, 3))
         if on_window_done:
             on_window_done(w, s)
 
     t0 = time.perf_counter()
+    if hasattr(pipe, "first_step_s"):
+        pipe.first_step_s = None          # timed (synchronized) in the first window only
     try:
         frames = run_plan(pipe, plan, row, col, steps=steps, shift=shift, store=gs,
                           on_window_start=on_window_start, on_window_done=done)
     finally:
         gs.close()
     meta = {"fourreal_rt": __version__, "model": pipe.model_info(), "seed": seed, "steps": steps,
-            "sigma_shift": shift if shift is not None else _default_shift(pipe), "device": str(pipe.device),
+            "sigma_shift": shift if shift is not None else getattr(pipe, "default_shift", None),
+            "device": str(pipe.device),
             "dtype": str(pipe.dtype).replace("torch.", ""),
             "engine": None, "torch": torch.__version__,
             "windows": {**{k: v for k, v in plan.to_dict().items() if k != "windows"}, "count": len(plan),
                         "store": gs.kind, "per_window_s": per_window,
                         "seeds": [w.seed for w in plan.windows]},
             "timings_s": {"denoise": round(time.perf_counter() - t0, 3),
-                          "first_step": first_step[0] if first_step else None}}
+                          "first_step": getattr(pipe, "first_step_s", None)}}
     return Grid(frames, meta)
