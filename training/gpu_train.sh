@@ -11,6 +11,12 @@
 #                                 QARGS="--fp8" adds the soft model in FP8 and its PSNR against bf16; QSTAGE1=0 skips
 #                                 the training-free syncs
 #   WINDOWS=n                     then benchmarks/bench_windows.py quality on n scenes with the last model trained
+#   NPROC=n                       data-parallel over n GPUs (torchrun; BATCH/BATCH2 grids per GPU)
+#   COMPILE=1                     torch.compile the model for training
+#   CKPT=1                        return each run's checkpoint ($OUT/ckpt_<run>/part_*, 15 MiB parts; weights float32,
+#                                 moments bf16) so the next call continues it: carry the parts back as
+#                                 runs/carry/ckpt_<run>/ (cat them, or leave it to this script), same STAGES
+# A run directory already on the machine (a warm machine) is continued as it is; else one from runs/carry/.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}
@@ -18,21 +24,40 @@ mkdir -p "$OUT" runs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 INIT=${INIT:-runs/stage1/model}
 TRAINED=()
+if [ "${NPROC:-1}" -gt 1 ]; then TRAIN=(python3 -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m fourreal_rt.training)
+else TRAIN=(python3 -m fourreal_rt.training); fi
+[ "${COMPILE:-0}" = 1 ] && TRAIN+=(--compile)
+restore() {   # $1: run name (stage1, stage2_soft, …): continue a returned checkpoint unless the run is here already
+  if [ ! -f "runs/$1/train_state.safetensors" ] && ls "runs/carry/ckpt_$1"/part_* >/dev/null 2>&1; then
+    mkdir -p "runs/$1" && cat "runs/carry/ckpt_$1"/part_* > "runs/$1/train_state.safetensors"
+    cp "runs/carry/ckpt_$1/train_log.jsonl" "runs/$1/" 2>/dev/null
+    echo "restored runs/$1 from runs/carry/ckpt_$1"
+  fi
+}
+give_ckpt() {  # $1: run name
+  if [ "${CKPT:-0}" = 1 ]; then
+    mkdir -p "$OUT/ckpt_$1" && split -b 15M "runs/$1/train_state.safetensors" "$OUT/ckpt_$1/part_"
+  fi
+}
 for st in ${STAGES:-1 soft}; do
   if [ "$st" = 1 ]; then
-    timeout $(( ${MIN1%.*} * 60 + 90 )) python3 -m fourreal_rt.training --stage 1 --preset small --out runs/stage1 \
+    restore stage1
+    timeout $(( ${MIN1%.*} * 60 + 150 )) "${TRAIN[@]}" --stage 1 --preset small --out runs/stage1 \
       --minutes "${MIN1:-5}" --total-minutes "${TOTAL1:-${MIN1:-5}}" --batch "${BATCH:-8}" --lr "${LR1:-4e-4}" \
       --workers "${WORKERS:-8}" --pool "${POOL:-128}" --save-dtype bfloat16 --log-every 50 2>&1 | tee "$OUT/stage1.log"
-    mkdir -p "$OUT/stage1" && cp -r runs/stage1/train_log.jsonl runs/stage1/model "$OUT/stage1/"
+    if [ "${CKPT:-0}" = 1 ]; then give_ckpt stage1; cp runs/stage1/train_log.jsonl "$OUT/ckpt_stage1/"
+    else mkdir -p "$OUT/stage1" && cp -r runs/stage1/train_log.jsonl runs/stage1/model "$OUT/stage1/"; fi
     INIT=runs/stage1/model
   else
     extra=()
     [ -n "${TOTAL2:-}" ] && extra+=(--total-minutes "$TOTAL2")
     [ -n "${TUNE:-}" ] && extra+=(--tune-blocks "$TUNE") && st="$st-tuned"
-    timeout $(( ${MIN2%.*} * 60 + 90 )) python3 -m fourreal_rt.training --stage 2 --init "$INIT" --sync "${st%-tuned}" \
+    restore "stage2_$st"
+    timeout $(( ${MIN2%.*} * 60 + 150 )) "${TRAIN[@]}" --stage 2 --init "$INIT" --sync "${st%-tuned}" \
       --out "runs/stage2_$st" --minutes "${MIN2:-2}" --batch "${BATCH2:-8}" --lr "${LR2:-1e-3}" \
       --workers "${WORKERS:-8}" --pool "${POOL:-128}" --save-dtype bfloat16 --log-every 25 "${extra[@]}" 2>&1 | tee "$OUT/stage2_$st.log"
     [ -f "runs/stage2_$st/model/model.safetensors" ] && TRAINED+=("$st")
+    give_ckpt "stage2_$st"
     if [[ " ${SHIP:-${STAGES}} " == *" ${st%-tuned} "* ]]; then
       mkdir -p "$OUT/$st" && cp -r "runs/stage2_$st/model" "$OUT/$st/"
     fi

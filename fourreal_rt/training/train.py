@@ -10,6 +10,10 @@ trains the blocks too (their own peak LR; not the paper's recipe, see training/R
 Runs in time-boxed chunks that resume: `--minutes 8` trains for 8 minutes (set-up included), saves, and
 exits; the next call with the same `--out` continues from the checkpoint (weights, AdamW state, step, data
 seed, log). The LR schedule runs over `--steps`, or over `--total-minutes` of training time if given.
+Several GPUs: `torchrun --nproc-per-node N -m fourreal_rt.training …` trains data-parallel (DDP, NCCL); each
+process renders its own batches (`--batch` grids each) from its own train seeds, and rank 0 writes the checkpoint.
+The checkpoint keeps weights in float32 and the AdamW moments in bfloat16 (half the bytes: it has to travel
+between device calls).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from ..model.blocks import DYNAMIC, FREEZE_TIME
 from ..model.weights import load_model, resolve, save_model
 
 CKPT = "train_state.safetensors"
+MOMENT_DTYPE = torch.bfloat16          # AdamW moments as stored (resume error: a relative 2^-9 on each)
 LOG = "train_log.jsonl"
 
 
@@ -165,8 +170,19 @@ def stage2_loss(model: TwoStreamModel, grids: torch.Tensor, gen: torch.Generator
     return masked_mse(model(x_s, grids, mask, sigma), target, mask)
 
 
+class StageLoss(torch.nn.Module):
+    """The stage's loss as one module, so DDP (and torch.compile) see a single forward."""
+
+    def __init__(self, model: TwoStreamModel, stage: int):
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, grids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return (stage1_loss if self.stage == 1 else stage2_loss)(self.model, grids, gen)
+
+
 # --------------------------------------------------------------------------------------------
-# checkpoints: safetensors for weights and AdamW moments, JSON for counters
+# checkpoints: safetensors for weights (float32) and AdamW moments (bfloat16), JSON for counters
 # --------------------------------------------------------------------------------------------
 def save_checkpoint(out: Path, model, opt, info: dict):
     names = {id(p): n for n, p in model.named_parameters()}
@@ -176,7 +192,7 @@ def save_checkpoint(out: Path, model, opt, info: dict):
             st = opt.state.get(p)
             if st:
                 for key in ("exp_avg", "exp_avg_sq"):
-                    tensors[f"opt/{names[id(p)]}/{key}"] = st[key].contiguous().cpu()
+                    tensors[f"opt/{names[id(p)]}/{key}"] = st[key].to(MOMENT_DTYPE).contiguous().cpu()
                 info.setdefault("opt_step", {})[names[id(p)]] = float(st["step"])
     tmp = out / (CKPT + ".tmp")
     save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
@@ -194,8 +210,8 @@ def load_checkpoint(out: Path, model, opt) -> dict:
     for name, step in info.get("opt_step", {}).items():
         p = params[name]
         opt.state[p] = {"step": torch.tensor(step),
-                        "exp_avg": tensors[f"opt/{name}/exp_avg"].to(dev),
-                        "exp_avg_sq": tensors[f"opt/{name}/exp_avg_sq"].to(dev)}
+                        "exp_avg": tensors[f"opt/{name}/exp_avg"].to(dev, torch.float32),
+                        "exp_avg_sq": tensors[f"opt/{name}/exp_avg_sq"].to(dev, torch.float32)}
     return info
 
 
@@ -207,12 +223,38 @@ def lr_at(step: int, progress: float, peak: float, warmup: int = 200) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size): torchrun's environment starts NCCL data parallelism; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _all_max(x: float, world: int, device) -> float:
+    """The largest value of x over all processes (every rank must take the same decision)."""
+    if world == 1:
+        return x
+    import torch.distributed as dist
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
 def train(args) -> Path:
     t_end = time.time() + args.minutes * 60                  # the chunk's budget includes set-up
     torch.set_grad_enabled(True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world = _distributed()
+    if world > 1 and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -238,25 +280,44 @@ def train(args) -> Path:
         blocks = [p for p in model.base.parameters() if id(p) not in sync_ids]
         groups.append({"params": blocks, "peak_lr": args.tune_blocks})
         params = params + blocks
+    trained = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trained)                  # DDP syncs exactly the trained parameters
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
 
     info = {"step": 0, "seed_next": 0, "train_s": 0.0, "stage": args.stage, "sync": cfg.sync, "argv": sys.argv[1:],
-            "total_s": None}
+            "total_s": None, "world": world, "batch": args.batch}
     if (out / CKPT).exists():
         info = load_checkpoint(out, model, opt)
-        print(f"resumed {out} at step {info['step']}", flush=True)
-    gen = torch.Generator(device=device).manual_seed(args.seed * 1000003 + info["step"])
-    seed0 = info["seed_next"] or (args.seed * 1_000_000) % len(TRAIN_SEEDS)   # always inside the train split
-    data = GridSource(cfg, device, seed0=seed0,
-                      pool=args.pool, workers=args.workers)
+        if rank == 0:
+            print(f"resumed {out} at step {info['step']}", flush=True)
+    gen = torch.Generator(device=device).manual_seed(args.seed * 1000003 + info["step"] + 7919 * rank)
+    # each process takes train seeds from its own stretch of TRAIN_SEEDS, continuing where the last chunk stopped
+    stride = len(TRAIN_SEEDS) // 16
+    seeds_next = info.get("seeds_next") or [info["seed_next"]]
+    if len(seeds_next) != world:                             # new run, or a different number of processes
+        start = max(seeds_next) or (args.seed * 1_000_000) % len(TRAIN_SEEDS)
+        seeds_next = [(start + r * stride) % len(TRAIN_SEEDS) for r in range(world)]
+    data = GridSource(cfg, device, seed0=seeds_next[rank], pool=args.pool, workers=args.workers)
 
+    loss_fn = StageLoss(model, args.stage)
+    if args.compile:
+        torch._dynamo.config.automatic_dynamic_shapes = False   # rows and columns: two static graphs
+        (model.base if args.stage == 1 else model).compile()
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        loss_fn = DistributedDataParallel(loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     if args.total_minutes:                                   # the whole run's training time, over all chunks
         info["total_s"] = args.total_minutes * 60            # (kept in the checkpoint for later chunks)
     budget_s = info.get("total_s") or float("inf")           # none: the run's length is --steps
-    log = open(out / LOG, "a")
+    log = open(out / LOG, "a") if rank == 0 else None
     t_last, losses = time.time(), []
-    while info["step"] < args.steps and time.time() < t_end and info["train_s"] < budget_s:
+    while True:
+        # one decision for all processes: rank 0's clock and counters, or any rank out of its chunk's time
+        stop = info["step"] >= args.steps or time.time() >= t_end or info["train_s"] >= budget_s
+        if _all_max(float(stop), world, device):
+            break
         step, t_step = info["step"], time.time()
         progress = max(step / args.steps, info["train_s"] / budget_s)
         for g in opt.param_groups:
@@ -267,32 +328,62 @@ def train(args) -> Path:
             else:
                 grids = data.grids(args.batch, gen)
         with amp:
-            loss = (stage1_loss if args.stage == 1 else stage2_loss)(model, grids, gen)
+            loss = loss_fn(grids, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
         info["step"] = step + 1
-        info["seed_next"] = data.next_seed
-        info["train_s"] += time.time() - t_step
+        info["train_s"] = _all_max(info["train_s"] + time.time() - t_step, world, device)
         if info["step"] % args.log_every == 0:
-            rec = {"step": info["step"], "train_s": round(info["train_s"], 1),
-                   "loss": sum(losses) / len(losses), "lr": opt.param_groups[0]["lr"],
-                   "s_per_step": (time.time() - t_last) / len(losses)}
-            print(json.dumps(rec), flush=True)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+            mean = _all_mean(sum(losses) / len(losses), world, device)
+            rec = {"step": info["step"], "train_s": round(info["train_s"], 1), "loss": mean,
+                   "lr": opt.param_groups[0]["lr"], "s_per_step": (time.time() - t_last) / len(losses),
+                   "grids_per_step": args.batch * world}
+            if rank == 0:
+                print(json.dumps(rec), flush=True)
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
             t_last, losses = time.time(), []
         if info["step"] % args.save_every == 0:
-            save_checkpoint(out, model, opt, info)
-    save_checkpoint(out, model, opt, info)
-    model.eval()
-    save_model(model, out / "model", dtype=getattr(torch, args.save_dtype), extra={"stage": args.stage, "train_steps": info["step"],
-                                            "blocks": "trained" if args.stage == 1 or args.tune_blocks else "frozen",
-                                            "trained_on": "fourreal_rt.data synthetic scenes (train seeds)"})
-    print(f"saved {out / 'model'} at step {info['step']}", flush=True)
+            _save(out, model, opt, info, data, world, device, rank)
+    _save(out, model, opt, info, data, world, device, rank)
+    if rank == 0:
+        model.eval()
+        save_model(model, out / "model", dtype=getattr(torch, args.save_dtype),
+                   extra={"stage": args.stage, "train_steps": info["step"], "grids_per_step": args.batch * world,
+                          "blocks": "trained" if args.stage == 1 or args.tune_blocks else "frozen",
+                          "trained_on": "fourreal_rt.data synthetic scenes (train seeds)"})
+        print(f"saved {out / 'model'} at step {info['step']}", flush=True)
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
     return out / "model"
+
+
+def _all_mean(x: float, world: int, device) -> float:
+    if world == 1:
+        return x
+    import torch.distributed as dist
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item() / world
+
+
+def _save(out, model, opt, info, data, world, device, rank):
+    """Rank 0 writes the checkpoint, with every process's next train seed."""
+    seeds = torch.zeros(world, dtype=torch.float64, device=device)
+    seeds[rank] = data.next_seed
+    if world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(seeds)
+    info["seeds_next"] = [int(s) for s in seeds.tolist()]
+    info["seed_next"] = max(info["seeds_next"])
+    info["world"] = world
+    if rank == 0:
+        save_checkpoint(out, model, opt, info)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -319,6 +410,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", type=int, default=256, help="scenes kept on the device")
     p.add_argument("--workers", type=int, default=0, help="processes sampling new scenes into the pool")
     p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for training (GPU)")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save-every", type=int, default=100)
     return p
