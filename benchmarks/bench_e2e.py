@@ -117,10 +117,23 @@ def child(a) -> None:
     from fourreal_rt.cli import main
 
     code = 0
+    prof = None
+    if a.profile:                      # where a fresh process spends its time (Python level, cumulative)
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     try:
         main(a.cli_args, standalone_mode=False)
     except SystemExit as e:
         code = e.code or 0
+    if prof is not None:
+        import io
+        import pstats
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(45)
+        with open(a.profile, "w") as f:
+            f.write(buf.getvalue())
     rep = {"exit": code}
     if torch.cuda.is_available():
         rep.update(peak_alloc_gib=round(torch.cuda.max_memory_allocated() / 2 ** 30, 2),
@@ -130,11 +143,12 @@ def child(a) -> None:
     sys.exit(code)
 
 
-def run_config(name: str, cli_args: list[str], work: str, timeout: float) -> dict:
+def run_config(name: str, cli_args: list[str], work: str, timeout: float, profile: str | None = None) -> dict:
     report = os.path.join(work, f"child_{name}.json")
     if os.path.exists(report):
         os.remove(report)
-    cmd = [sys.executable, os.path.abspath(__file__), "child", "--config", name, "--report", report, "--"] + cli_args
+    cmd = [sys.executable, os.path.abspath(__file__), "child", "--config", name, "--report", report] + \
+        (["--profile", profile] if profile else []) + ["--"] + cli_args
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -168,6 +182,7 @@ def main(argv=None):
     c = sub.add_parser("child")
     c.add_argument("--config", required=True)
     c.add_argument("--report", required=True)
+    c.add_argument("--profile", default=None)
     c.add_argument("cli_args", nargs=argparse.REMAINDER)
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--steps", type=int, default=32)
@@ -178,6 +193,8 @@ def main(argv=None):
     ap.add_argument("--reuse", action="store_true",
                     help="keep a model directory and outputs already in --work (a re-run on the same machine): the "
                          "PSNR then also compares with configurations of the earlier run")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile each generate process; profile_<config>_<n>.txt (top 45, cumulative) beside results.json")
     ap.add_argument("--work", default="/tmp/fourreal-bench", help="scratch: model, videos, engine, outputs")
     ap.add_argument("--out", default=None, help="where results.json and the logs go")
     ap.add_argument("--budget-s", type=float, default=86400.0,
@@ -248,7 +265,7 @@ def main(argv=None):
         save()
 
     outs = {}
-    for name in a.configs:
+    for i, name in enumerate(a.configs):
         left = a.budget_s - (time.perf_counter() - t_start)
         if left < 60:
             log(f"{name}: skipped ({left:.0f} s left of the {a.budget_s:.0f} s budget)")
@@ -257,7 +274,8 @@ def main(argv=None):
         out = os.path.join(a.work, f"out_{name}")
         args = base + ["-o", out] + (["--engine", engine_dir] if name == "engine" else
                                      ["--model", model_dir, "--dtype", "bf16" if dev == "cuda" else "fp32"])
-        r = run_config(name, args, a.work, left)
+        r = run_config(name, args, a.work, left,
+                       os.path.join(out_dir, f"profile_{name}_{i}.txt") if a.profile else None)
         res["runs"].append(r)
         if "error" not in r:
             outs[name] = r["out"]
