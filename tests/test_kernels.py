@@ -467,3 +467,25 @@ def test_gpu_model_step(preset, sync):
     torch.cuda.synchronize()
     # replays the same kernels; cuBLAS may pick other algorithms under capture, so not bit-exact
     assert ((out_g.double() - ours.double()).norm() / ours.double().norm()).item() < 1e-2, seed
+
+
+def test_custom_op_step_does_not_import_dynamo():
+    """A fresh process runs the model through the fourreal:: ops without importing torch._dynamo (the 4–8 s
+    that custom_op's own kernel registry cost the first denoising step of every `generate` on the GPU box)."""
+    import subprocess
+    import sys
+    code = """
+import sys, torch
+from fourreal_rt.model import PRESETS, TwoStreamModel
+from fourreal_rt.ops import use_custom_ops
+cfg = PRESETS["tiny"]
+m = TwoStreamModel(cfg).eval()
+x = torch.randn(1, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
+mask = torch.zeros(1, cfg.views, cfg.times, dtype=torch.bool)
+with torch.no_grad(), use_custom_ops():
+    m(x, x, mask, torch.full((1,), 0.5))
+print("torch._dynamo" in sys.modules)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "False"

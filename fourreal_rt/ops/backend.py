@@ -102,9 +102,8 @@ def register_cuda_kernels() -> bool:
             return twins.hard_sync(y_v, y_t, mod, weight, bias).contiguous()
         return C.hard_sync(y_v, y_t, mod, weight, bias)
 
-    for name, fn in [("grid_attention", grid_attention), ("modulated_layernorm", modulated_layernorm),
-                     ("gated_residual", gated_residual), ("soft_sync", soft_sync), ("hard_sync", hard_sync)]:
-        torch.library.register_kernel(f"fourreal::{name}", "cuda", fn)
+    custom.register_kernels("CUDA", {"grid_attention": grid_attention, "modulated_layernorm": modulated_layernorm,
+                                     "gated_residual": gated_residual, "soft_sync": soft_sync, "hard_sync": hard_sync})
 
     # fake (meta) implementations of the compiled ops, so that they trace too
     torch.library.register_fake("fourreal_C::modulated_layernorm")(
