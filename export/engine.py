@@ -139,8 +139,18 @@ def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
 
 # ---- the runtime pieces ------------------------------------------------------------------------------------------
 
+def attention_description(custom_ops: bool, sdpa: str | None) -> str:
+    """What computes the attention core in a runtime: our grid-attention op (its core from the kernel settings),
+    or PyTorch SDPA on the twins' path (the backend `pick_sdpa_backend` timed)."""
+    if custom_ops:
+        from fourreal_rt.ops import backend
+        return f"fourreal_C.grid_attention, {backend.settings['attention_backend']} core"
+    return f"torch SDPA, {sdpa or 'default'} backend"
+
+
 def pick_sdpa_backend(cfg, dtype, device, log) -> tuple[str | None, dict]:
-    """Times the grid attention of both streams under each SDPA backend at the engine's shapes; the fastest."""
+    """Times the grid attention of both streams under each SDPA backend at the engine's shapes; the fastest.
+    (The twins' path: runtimes on our kernels pick their core from `ops.backend.settings`.)"""
     if device.type != "cuda":
         return None, {}
     from fourreal_rt.ops import twins
@@ -613,6 +623,7 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, p
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "runtime": {"name": best, "layer": chosen["layer"], "custom_ops": chosen["custom_ops"],
                     "cuda_graph": chosen.get("cuda_graph", False), "sdpa_backend": sdpa,
+                    "attention": attention_description(chosen["custom_ops"], sdpa),
                     "layer_file": LAYER_FILE if chosen["layer"] == "aoti" else None,
                     "step_ms": chosen["step_ms"], "rel_err": chosen["rel_err"]},
         "reference": {"non_engine_rel_err": base_err, "bound": bound},

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from fourreal_rt import ops
 from fourreal_rt.ops.fused import linear_mlp
-from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, masked_input, velocity
+from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, velocity
 
 SUPPORTED_SYNC = ("soft", "hard", "average", "weighted")
 LAYER_WEIGHTS = ("qkv_w", "qkv_b", "proj_w", "proj_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "sync_w", "sync_b")
@@ -168,7 +168,7 @@ class FoldedStep:
             out = self.layer(x_v, x_t, blk[l, 0], blk[l, 1], syn[l], *self.rope_v, *self.rope_t, *w)
             x_v, x_t = out[0], out[1]
         out = (self._head(x_v, head[0]) + self._head(x_t, head[1])) / 2       # [1, V, T, H, W, 3]
-        return velocity(out, masked_input(x_noisy, known, mask), sigma, self.cfg.prediction)
+        return velocity(out, x_noisy, known, mask, sigma, self.cfg.prediction)
 
     def _head(self, x, mod):
         sh, sc = mod.chunk(2, -1)                                               # [1, D] each

@@ -119,6 +119,8 @@ def test_engine_directory_and_manifest(built):
     assert set(m["files"]) == {p.name for p in e.iterdir() if p.name != "manifest.json"}
     assert {"model.onnx", "weights.safetensors", "sigma_tables.safetensors"} <= set(m["files"])
     assert m["runtime"]["name"] == "eager" and m["candidates"]["eager"]["rel_err"] == 0.0
+    assert m["runtime"]["attention"] == "torch SDPA, default backend"        # the twins' path, CPU
+    assert E.attention_description(True, "flash").startswith("fourreal_C.grid_attention, ")  # kernels: their core
     E.verify_files(e, m)
 
 

@@ -24,10 +24,13 @@ IN_CHANNELS = 7               # noisy RGB + clean known RGB + known mask (masked
 SIGMA_MIN_X = 0.05            # x-prediction: velocity = (x_σ - x̂_0) / max(σ, this)
 
 
-def velocity(model_out: torch.Tensor, x_in: torch.Tensor, sigma: torch.Tensor, prediction: str) -> torch.Tensor:
-    """The velocity ε - x_0 from the head's output. x_in: the model's (masked) input x_σ; all [B, V, T, H, W, 3]."""
+def velocity(model_out: torch.Tensor, x_noisy: torch.Tensor, known: torch.Tensor, mask: torch.Tensor,
+             sigma: torch.Tensor, prediction: str) -> torch.Tensor:
+    """The velocity ε - x_0 from the head's output; for x-prediction (x_in - x̂_0) / σ with x_in the model's masked
+    input. model_out, x_noisy, known: [B, V, T, H, W, 3]; mask: [B, V, T]; sigma: [B]."""
     if prediction == "v":
         return model_out
+    x_in = masked_input(x_noisy, known, mask)
     s = sigma.float().clamp(min=SIGMA_MIN_X).view(-1, 1, 1, 1, 1, 1)
     return ((x_in.float() - model_out.float()) / s).to(model_out.dtype)
 
@@ -155,4 +158,4 @@ class BaseVideoModel(nn.Module):
         rope = self.rope(frames, x.device)
         for blk in self.blocks:
             x = blk(x, c, rope, axis)
-        return velocity(self.head(x, c), masked_input(x_noisy, known, mask), sigma, self.cfg.prediction)
+        return velocity(self.head(x, c), x_noisy, known, mask, sigma, self.cfg.prediction)

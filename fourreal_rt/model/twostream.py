@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from .blocks import DYNAMIC, FREEZE_TIME, BaseVideoModel, masked_input, velocity
+from .blocks import DYNAMIC, FREEZE_TIME, BaseVideoModel, velocity
 from .config import GridConfig
 
 
@@ -125,7 +125,7 @@ class TwoStreamModel(nn.Module):
         """
         (x_v, x_t), (c_v, c_t) = self.streams(x_noisy, known, mask, sigma)
         out = (self.base.head(x_v, c_v) + self.base.head(x_t, c_t)) / 2
-        return velocity(out, masked_input(x_noisy, known, mask), sigma, self.cfg.prediction)
+        return velocity(out, x_noisy, known, mask, sigma, self.cfg.prediction)
 
 
 def build_model(cfg: GridConfig) -> TwoStreamModel:
