@@ -75,6 +75,12 @@ class Pipeline:
         self.fp8 = False                    # block linears in e4m3 (set by from_pretrained)
         self.default_shift = DEFAULT_SHIFT  # σ shift when a call gives none (an engine: the one it was built for)
         self.first_step_s = None            # first step of the first window since reset to None, synchronized (s)
+        self._weights_sha256 = None         # Future: the weights file's sha256 for meta.json, hashed while we denoise
+        if source.trained:                  # (0.8 GB of paper-preset weights: 1.4 s that would follow the last step)
+            from concurrent.futures import ThreadPoolExecutor
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fourreal-sha256")
+            self._weights_sha256 = pool.submit(sha256_file, source.weights_path)
+            pool.shutdown(wait=False)
 
     def _kernel_denoiser(self, *args):
         """The model with its grid ops routed to the `fourreal::` custom ops (our CUDA kernels)."""
@@ -114,7 +120,7 @@ class Pipeline:
         return {"name": src.name, "trained": src.trained, "config": dict(vars(self.cfg)), "cuda_kernels": self.kernels,
                 "fp8": self.fp8,
                 "path": str(src.directory) if src.directory else None,
-                "weights_sha256": sha256_file(src.weights_path) if src.trained else None}
+                "weights_sha256": self._weights_sha256.result() if self._weights_sha256 else None}
 
     def denoise_window(self, known: np.ndarray, mask: np.ndarray, *, steps: int = DEFAULT_STEPS, seed: int = 0,
                        shift: float | None = None, progress: Callable[[int], None] | None = None) -> np.ndarray:
