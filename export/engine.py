@@ -406,8 +406,7 @@ def build_engine(model_name: str, out, *, grid: tuple[int, int] | None = None, s
     onnx_process: export the ONNX graph in a process of its own, beside the GPU work (default: for CUDA).
     The directory is written beside `out` and moved into place when complete.
     """
-    from fourreal_rt.model.twostream import TwoStreamModel
-    from fourreal_rt.model.weights import ModelNotFoundError, resolve
+    from fourreal_rt.model.weights import ModelNotFoundError, resolve, with_grid
     from fourreal_rt.runtime.pipeline import DEFAULT_SHIFT, pick_device
 
     from .step import SUPPORTED_SYNC
@@ -442,11 +441,7 @@ def build_engine(model_name: str, out, *, grid: tuple[int, int] | None = None, s
         raise EngineError(f"steps must be >= 1, got {steps}")
 
     t0 = time.perf_counter()
-    model32 = load_source(src)                                  # float32, CPU, weights loaded (or seeded init)
-    if cfg != src.cfg:
-        m = TwoStreamModel(cfg)
-        m.load_state_dict(model32.state_dict())
-        model32 = m.eval()
+    model32 = with_grid(load_source(src), cfg.views, cfg.times)  # float32, CPU, weights loaded (or seeded init)
     parts["load_model_s"] = round(time.perf_counter() - t0, 2)
     log(f"model '{src.name}' ({'trained' if src.trained else 'random weights'}): {cfg.views}x{cfg.times} grid of "
         f"{cfg.frame_h}x{cfg.frame_w}, dim {cfg.dim}, depth {cfg.depth}, sync {cfg.sync}; engine {dtype} on {dev}")

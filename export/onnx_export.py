@@ -152,8 +152,7 @@ def main(argv=None) -> int:
     import argparse
     import json
 
-    from fourreal_rt.model.twostream import TwoStreamModel
-    from fourreal_rt.model.weights import resolve
+    from fourreal_rt.model.weights import resolve, with_grid
 
     from .engine import load_source
 
@@ -168,10 +167,7 @@ def main(argv=None) -> int:
     model = load_source(src)
     if a.grid:
         V, T = (int(x) for x in a.grid.split("x"))
-        if (V, T) != (model.cfg.views, model.cfg.times):
-            m = TwoStreamModel(model.cfg.replace(views=V, times=T))
-            m.load_state_dict(model.state_dict())
-            model = m.eval()
+        model = with_grid(model, V, T)
     inputs = example_inputs(model.cfg)
     rep = export_onnx(model, a.out, inputs)
     check_onnx(a.out)

@@ -163,3 +163,19 @@ def test_x_prediction_head_gives_the_velocity():
     torch.testing.assert_close(v, (x_in - x0_hat) / sigma.view(-1, 1, 1, 1, 1, 1))
     # one Euler step from σ to 0 lands exactly on x̂_0
     torch.testing.assert_close(x_in - sigma.view(-1, 1, 1, 1, 1, 1) * v, x0_hat, rtol=1e-5, atol=1e-5)
+
+
+def test_with_grid_keeps_weights_for_another_window():
+    from fourreal_rt.model.weights import with_grid
+    torch.manual_seed(0)
+    m = TwoStreamModel(PRESETS["tiny"]).eval()
+    assert with_grid(m, m.cfg.views, m.cfg.times) is m
+    r = with_grid(m, 3, 5)
+    assert (r.cfg.views, r.cfg.times) == (3, 5) and not r.training
+    a, b = m.state_dict(), r.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(1, 3, 5, r.cfg.frame_h, r.cfg.frame_w, 3)
+    mask = torch.zeros(1, 3, 5, dtype=torch.bool)
+    mask[:, 0] = mask[:, :, 0] = True
+    with torch.no_grad():
+        assert torch.isfinite(r(x, x, mask, torch.full((1,), 0.5))).all()

@@ -105,6 +105,16 @@ def load_model(src: ModelSource, seed: int = 0) -> TwoStreamModel:
     return model.eval()
 
 
+def with_grid(model: TwoStreamModel, views: int, times: int) -> TwoStreamModel:
+    """The same weights for a window of views x times (the weights do not depend on the grid; RoPE tables do)."""
+    if (views, times) == (model.cfg.views, model.cfg.times):
+        return model
+    with skip_init(), torch.no_grad():
+        resized = TwoStreamModel(model.cfg.replace(views=views, times=times))
+    resized.load_state_dict(model.state_dict())
+    return resized.eval()
+
+
 def save_model(model: TwoStreamModel, directory: Path, extra: dict | None = None,
                dtype: torch.dtype = torch.float32) -> Path:
     """Writes config.json + model.safetensors (floating tensors stored as `dtype`) into `directory`."""
