@@ -40,23 +40,16 @@ def fill_grids(model, truth_u8: np.ndarray, *, steps: int, seed: int = 0, device
     shift: the σ schedule's time shift (default: the pipeline's, what `generate` uses).
     """
     import torch
-    from ..runtime.pipeline import DEFAULT_SHIFT, to_model_range, to_uint8
-    from ..sampler import sample
+    from ..sampler import DEFAULT_SHIFT, fill
     shift = DEFAULT_SHIFT if shift is None else shift
     B, V, T = truth_u8.shape[:3]
-    given = given_mask(V, T)
-    mask = torch.from_numpy(given)
+    mask = torch.from_numpy(given_mask(V, T))                                       # [V, T]
     out = []
-    with torch.no_grad():
-        for i in range(0, B, batch):
-            known = to_model_range(torch.from_numpy(truth_u8[i:i + batch]))       # [b, V, T, H, W, 3]
-            known = torch.where(mask[..., None, None, None], known, torch.zeros(()))
-            m = mask.expand(known.shape[0], V, T).to(device)
-            x0 = sample(model, known.to(device), m, steps=steps, seed=seed + i, shift=shift, dtype=dtype)
-            out.append(to_uint8(x0).cpu().numpy())
-    res = np.concatenate(out)
-    res[:, given] = truth_u8[:, given]
-    return res
+    for i in range(0, B, batch):
+        truth = torch.from_numpy(truth_u8[i:i + batch])                             # [b, V, T, H, W, 3]
+        out.append(fill(model, truth, mask.expand(truth.shape[0], V, T), steps=steps, seed=seed + i, shift=shift,
+                        device=device, dtype=dtype).numpy())
+    return np.concatenate(out)
 
 
 def psnr(pred: np.ndarray, true: np.ndarray) -> float:

@@ -12,11 +12,9 @@ import torch
 from .. import __version__
 from ..model.config import GridConfig
 from ..model.weights import ModelSource, load_model, resolve, sha256_file
-from ..sampler import sample
+from ..sampler import DEFAULT_SHIFT, fill, to_model_range, to_uint8  # noqa: F401  (re-exported: this module's API)
 
 DEFAULT_STEPS = 16
-DEFAULT_SHIFT = 3.0   # σ time shift of the schedule (SD3): chosen on VALIDATION scenes for the shipped model
-                      # (16 steps: shift 1 21.46 dB, 2 22.19, 3 22.34, 5 22.40; benchmarks/RESULTS.md)
 
 
 @dataclass
@@ -36,14 +34,6 @@ class Grid:
     def save(self, directory, *, fps: float = 8.0, overwrite: bool = False) -> Path:
         from ..io.outputs import write_outputs
         return write_outputs(directory, self.frames, self.meta, fps=fps, overwrite=overwrite)
-
-
-def to_model_range(frames_u8: torch.Tensor) -> torch.Tensor:
-    return frames_u8.float() / 127.5 - 1.0
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def pick_device(device: str) -> torch.device:
@@ -135,12 +125,8 @@ class Pipeline:
             raise ValueError(f"known must be uint8 {(V, T, H, W, 3)}, got {known.dtype} {known.shape}")
         if mask.shape != (V, T):
             raise ValueError(f"mask must be {(V, T)}, got {mask.shape}")
-        m = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None].to(self.device)       # [1, V, T]
-        k = to_model_range(torch.from_numpy(known))[None]                                        # [1, V, T, H, W, 3]
-        k = torch.where(m.cpu()[..., None, None, None], k, torch.zeros(()))
-        t0 = time.perf_counter()
-
         shift = self.default_shift if shift is None else shift
+        t0 = time.perf_counter()
 
         def step_done(i):  # the first step, synchronized once: one-time costs (plans, graph capture) show up here
             if i == 1 and self.first_step_s is None:
@@ -149,12 +135,10 @@ class Pipeline:
                 self.first_step_s = round(time.perf_counter() - t0, 3)
             if progress is not None:
                 progress(i)
-        with torch.inference_mode():
-            x0 = sample(self.denoiser, k.to(self.device), m, steps=steps, seed=seed, shift=shift,
-                        dtype=self.dtype, progress=step_done)
-        out = to_uint8(x0[0]).cpu().numpy()
-        out[mask] = known[mask]                                                               # exact, not round-tripped
-        return out
+        out = fill(self.denoiser, torch.from_numpy(known)[None],                              # [1, V, T, H, W, 3]
+                   torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None],             # [1, V, T]
+                   steps=steps, seed=seed, shift=shift, device=self.device, dtype=self.dtype, progress=step_done)
+        return out[0].numpy()
 
     def __call__(self, row: np.ndarray, col: np.ndarray, *, steps: int = DEFAULT_STEPS, seed: int = 0,
                  shift: float | None = None, progress: Callable[[int], None] | None = None) -> Grid:

@@ -9,6 +9,9 @@ from typing import Callable
 
 import torch
 
+DEFAULT_SHIFT = 3.0   # σ time shift of the schedule (SD3) that `generate` uses: chosen on VALIDATION scenes for the
+                      # shipped model (16 steps: shift 1 21.46 dB, 2 22.19, 3 22.34, 5 22.40; benchmarks/RESULTS.md)
+
 
 def sigma_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:
     """[steps + 1] decreasing from 1 to 0; shift > 1 spends more steps at high noise (SD3 time shift)."""
@@ -48,3 +51,28 @@ def sample(denoiser: Callable, known: torch.Tensor, mask: torch.Tensor, *, steps
         if progress is not None:
             progress(i + 1)
     return x
+
+
+def to_model_range(frames_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 frames -> float32 in [-1, 1]."""
+    return frames_u8.float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> uint8 frames (rounded, clamped)."""
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def fill(denoiser: Callable, known_u8: torch.Tensor, mask: torch.Tensor, *, steps: int, seed: int,
+         shift: float = 1.0, device="cpu", dtype=None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """The unknown frames of uint8 grids generated; the known ones returned exactly as given.
+
+    known_u8: uint8 [B, V, T, H, W, 3] on the CPU (values where mask is False are ignored); mask: bool [B, V, T].
+    The denoiser runs on `device`. Returns uint8 [B, V, T, H, W, 3] on the CPU.
+    """
+    m = mask[..., None, None, None]                                   # [B, V, T, 1, 1, 1]
+    known = torch.where(m, to_model_range(known_u8), torch.zeros(()))
+    with torch.inference_mode():
+        x0 = sample(denoiser, known.to(device), mask.to(device), steps=steps, seed=seed, shift=shift,
+                    dtype=dtype, progress=progress)
+    return torch.where(m, known_u8, to_uint8(x0).cpu())
