@@ -45,3 +45,29 @@ def test_stage2_tune_blocks_trains_blocks_and_syncs(tmp_path):
     main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "3",
           "--tune-blocks", "1e-3", *common])                                   # resumes with both groups' moments
     assert info_of(s2)["step"] == 3
+
+
+def test_data_parallel_two_processes_then_resume_alone(tmp_path):
+    """torchrun with 2 CPU processes (gloo): each rank draws its own train seeds, rank 0 writes one checkpoint
+    (float32 weights, bf16 AdamW moments), and a single process resumes it."""
+    import subprocess
+    import sys
+    run = tmp_path / "ddp"
+    args = ["--stage", "1", "--preset", "tiny", "--out", str(run), "--batch", "1", "--pool", "2", "--log-every", "1"]
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "fourreal_rt.training", "--steps", "2", *args],
+                       capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    info = info_of(run)
+    assert info["step"] == 2 and info["world"] == 2
+    s0, s1 = info["seeds_next"]
+    assert s0 != s1 and max(s0, s1) < 10_000_000                              # disjoint stretches of the train split
+    state = load_file(str(run / CKPT))
+    assert all(v.dtype == torch.bfloat16 for k, v in state.items() if k.startswith("opt/"))
+    assert all(v.dtype == torch.float32 for k, v in state.items() if k.startswith("model/"))
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(r["grids_per_step"] == 2 for r in log)
+
+    main(["--steps", "3", *args])                                            # one process continues the run
+    info = info_of(run)
+    assert info["step"] == 3 and info["world"] == 1 and info["seeds_next"][0] > max(s0, s1)
