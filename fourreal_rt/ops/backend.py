@@ -72,9 +72,7 @@ def register_cuda_kernels() -> bool:
         # q, k, v: [B, V, T, N, H, hd] -> [B, V, T, N, H, hd]
         if not _ok(q) or q.shape[-1] % 2:
             return twins.grid_attention(q, k, v, cos, sin, axis).contiguous()
-        core = ATTENTION_BACKENDS[settings["attention_backend"]]
-        if core == ATTENTION_BACKENDS["flash"] and q.shape[-1] % 8:
-            core = ATTENTION_BACKENDS["sdpa"]  # flash takes head_dim % 8 == 0 only; PyTorch's own choice pads
+        core = ATTENTION_BACKENDS[settings["attention_backend"]]   # (the kernel falls back where a core declines)
         return C.grid_attention(q, k, v, cos, sin, twins.AXES.index(axis), core)
 
     def modulated_layernorm(x, shift, scale, eps):
