@@ -109,11 +109,19 @@ at::Tensor grid_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   if (backend == kFlash && hd % 8 != 0) backend = kSdpaDefault;  // flash takes head_dim % 8 == 0; SDPA's own choice pads
   if (backend == kCudnn) {
     o = cudnn_attention(qs, ks, vs);  // undefined if cuDNN declines: PyTorch's own choice below
-  } else if (backend == kFlash) {
-    o = std::get<0>(at::_scaled_dot_product_flash_attention(qs, ks, vs, 0.0, false, false, std::nullopt));
-  } else if (backend == kEfficient) {
-    o = std::get<0>(at::_scaled_dot_product_efficient_attention(qs, ks, vs, std::nullopt, false, 0.0, false,
-                                                                 std::nullopt));
+  } else if (backend == kFlash || backend == kEfficient) {
+    try {
+      o = backend == kFlash
+              ? std::get<0>(at::_scaled_dot_product_flash_attention(qs, ks, vs, 0.0, false, false, std::nullopt))
+              : std::get<0>(at::_scaled_dot_product_efficient_attention(qs, ks, vs, std::nullopt, false, 0.0, false,
+                                                                         std::nullopt));
+    } catch (const c10::OutOfMemoryError&) {
+      throw;  // out of memory is the caller's to see, not a reason to try another core
+    } catch (const c10::Error& e) {  // a limit other than the one checked above (head_dim > 256, alignment, GPU)
+      TORCH_WARN_ONCE("fourreal grid_attention: attention core ", backend, " declined (", e.what_without_backtrace(),
+                      "), using PyTorch's SDPA choice");
+      o = at::Tensor();
+    }
   }
   if (!o.defined()) o = at::scaled_dot_product_attention(qs, ks, vs);
 

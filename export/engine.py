@@ -139,12 +139,15 @@ def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
 
 # ---- the runtime pieces ------------------------------------------------------------------------------------------
 
-def attention_description(custom_ops: bool, sdpa: str | None) -> str:
-    """What computes the attention core in a runtime: our grid-attention op (its core from the kernel settings),
-    or PyTorch SDPA on the twins' path (the backend `pick_sdpa_backend` timed)."""
+def attention_description(custom_ops: bool, sdpa: str | None, dtype: torch.dtype, head_dim: int) -> str:
+    """What computes the attention core in a runtime: our grid-attention op (its core from the kernel settings, as
+    csrc/grid_attention.cpp picks it), or PyTorch SDPA on the twins' path (the backend `pick_sdpa_backend` timed)."""
     if custom_ops:
         from fourreal_rt.ops import backend
-        return f"fourreal_C.grid_attention, {backend.settings['attention_backend']} core"
+        core = backend.settings["attention_backend"]
+        if dtype not in (torch.bfloat16, torch.float16) or (core == "flash" and head_dim % 8):
+            core = "sdpa"                                        # cuDNN / flash take 16-bit only; flash hd % 8 == 0
+        return f"fourreal_C.grid_attention, {core} core"
     return f"torch SDPA, {sdpa or 'default'} backend"
 
 
@@ -618,7 +621,7 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, p
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "runtime": {"name": best, "layer": chosen["layer"], "custom_ops": chosen["custom_ops"],
                     "cuda_graph": chosen.get("cuda_graph", False), "sdpa_backend": sdpa,
-                    "attention": attention_description(chosen["custom_ops"], sdpa),
+                    "attention": attention_description(chosen["custom_ops"], sdpa, dt, cfg.head_dim),
                     "layer_file": LAYER_FILE if chosen["layer"] == "aoti" else None,
                     "step_ms": chosen["step_ms"], "rel_err": chosen["rel_err"]},
         "reference": {"non_engine_rel_err": base_err, "bound": bound},

@@ -120,7 +120,8 @@ def test_engine_directory_and_manifest(built):
     assert {"model.onnx", "weights.safetensors", "sigma_tables.safetensors"} <= set(m["files"])
     assert m["runtime"]["name"] == "eager" and m["candidates"]["eager"]["rel_err"] == 0.0
     assert m["runtime"]["attention"] == "torch SDPA, default backend"        # the twins' path, CPU
-    assert E.attention_description(True, "flash").startswith("fourreal_C.grid_attention, ")  # kernels: their core
+    assert E.attention_description(True, None, torch.bfloat16, 128).startswith("fourreal_C.grid_attention, ")
+    assert E.attention_description(True, None, torch.float32, 128) == "fourreal_C.grid_attention, sdpa core"
     E.verify_files(e, m)
 
 

@@ -17,6 +17,8 @@
 #                                 moments bf16) so the next call continues it: carry the parts back as
 #                                 runs/carry/ckpt_<run>/ (cat them, or leave it to this script), same STAGES
 # A run directory already on the machine (a warm machine) is continued as it is; else one from runs/carry/.
+# A carried stage-2 run also needs its stage-1 model as INIT (carried too): CKPT=1 returns no model, but
+# `python -m fourreal_rt.training --stage 1 --out DIR --minutes 0 --pool 1` exports one from a stage-1 checkpoint.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}
@@ -37,6 +39,7 @@ restore() {   # $1: run name (stage1, stage2_soft, …): continue a returned che
 give_ckpt() {  # $1: run name
   if [ "${CKPT:-0}" = 1 ]; then
     mkdir -p "$OUT/ckpt_$1" && split -b 15M "runs/$1/train_state.safetensors" "$OUT/ckpt_$1/part_"
+    cp "runs/$1/train_log.jsonl" "$OUT/ckpt_$1/"
   fi
 }
 for st in ${STAGES:-1 soft}; do
@@ -45,7 +48,7 @@ for st in ${STAGES:-1 soft}; do
     timeout $(( ${MIN1%.*} * 60 + 150 )) "${TRAIN[@]}" --stage 1 --preset small --out runs/stage1 \
       --minutes "${MIN1:-5}" --total-minutes "${TOTAL1:-${MIN1:-5}}" --batch "${BATCH:-8}" --lr "${LR1:-4e-4}" \
       --workers "${WORKERS:-8}" --pool "${POOL:-128}" --save-dtype bfloat16 --log-every 50 2>&1 | tee "$OUT/stage1.log"
-    if [ "${CKPT:-0}" = 1 ]; then give_ckpt stage1; cp runs/stage1/train_log.jsonl "$OUT/ckpt_stage1/"
+    if [ "${CKPT:-0}" = 1 ]; then give_ckpt stage1
     else mkdir -p "$OUT/stage1" && cp -r runs/stage1/train_log.jsonl runs/stage1/model "$OUT/stage1/"; fi
     INIT=runs/stage1/model
   else

@@ -106,13 +106,14 @@ def load_model(src: ModelSource, seed: int = 0) -> TwoStreamModel:
 
 
 def with_grid(model: TwoStreamModel, views: int, times: int) -> TwoStreamModel:
-    """The same weights for a window of views x times (the weights do not depend on the grid; RoPE tables do)."""
+    """The model for a window of views x times: `model` itself if it has that window, else a new module holding
+    the same weight tensors (the weights do not depend on the grid; RoPE tables do), in the same train/eval mode."""
     if (views, times) == (model.cfg.views, model.cfg.times):
         return model
     with skip_init(), torch.no_grad():
         resized = TwoStreamModel(model.cfg.replace(views=views, times=times))
-    resized.load_state_dict(model.state_dict())
-    return resized.eval()
+    resized.load_state_dict(model.state_dict(), assign=True)
+    return resized.train(model.training)
 
 
 def save_model(model: TwoStreamModel, directory: Path, extra: dict | None = None,

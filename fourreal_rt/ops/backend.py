@@ -72,7 +72,8 @@ def register_cuda_kernels() -> bool:
         # q, k, v: [B, V, T, N, H, hd] -> [B, V, T, N, H, hd]
         if not _ok(q) or q.shape[-1] % 2:
             return twins.grid_attention(q, k, v, cos, sin, axis).contiguous()
-        core = ATTENTION_BACKENDS[settings["attention_backend"]]   # (the kernel falls back where a core declines)
+        core = ATTENTION_BACKENDS[settings["attention_backend"]]   # the kernel falls back to SDPA's own choice
+                                                                   # where a core declines (fp32, flash hd % 8)
         return C.grid_attention(q, k, v, cos, sin, twins.AXES.index(axis), core)
 
     def modulated_layernorm(x, shift, scale, eps):

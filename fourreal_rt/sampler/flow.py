@@ -10,7 +10,8 @@ from typing import Callable
 import torch
 
 DEFAULT_SHIFT = 3.0   # σ time shift of the schedule (SD3) that `generate` uses: chosen on VALIDATION scenes for the
-                      # shipped model (16 steps: shift 1 21.46 dB, 2 22.19, 3 22.34, 5 22.40; benchmarks/RESULTS.md)
+                      # model shipped before the present one (16 steps: shift 1 21.46 dB, 2 22.19, 3 22.34, 5 22.40;
+                      # benchmarks/RESULTS.md)
 
 
 def sigma_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:
@@ -64,7 +65,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def fill(denoiser: Callable, known_u8: torch.Tensor, mask: torch.Tensor, *, steps: int, seed: int,
-         shift: float = 1.0, device="cpu", dtype=None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+         shift: float, device="cpu", dtype=None, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """The unknown frames of uint8 grids generated; the known ones returned exactly as given.
 
     known_u8: uint8 [B, V, T, H, W, 3] on the CPU (values where mask is False are ignored); mask: bool [B, V, T].

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..data.scenes import TRAIN_SEEDS
@@ -36,7 +35,7 @@ from ..model.blocks import DYNAMIC, FREEZE_TIME
 from ..model.weights import load_model, resolve, save_model
 
 CKPT = "train_state.safetensors"
-MOMENT_DTYPE = torch.bfloat16          # AdamW moments as stored (resume error: a relative 2^-9 on each)
+MOMENT_DTYPE = torch.bfloat16          # AdamW moments as stored (resume error: a relative 2^-8 at most on each)
 LOG = "train_log.jsonl"
 
 
@@ -65,11 +64,9 @@ class GridSource:
         self.pending = None
 
     def _take(self, n: int) -> list[int]:
-        """The next n training seeds; never a validation or test seed."""
-        seeds = list(range(self.next_seed, self.next_seed + n))
-        if seeds[-1] not in TRAIN_SEEDS:
-            raise ValueError(f"training seeds exhausted at {seeds[-1]} (TRAIN_SEEDS ends at {TRAIN_SEEDS.stop})")
-        self.next_seed += n
+        """The next n training seeds; never a validation or test seed (past the split's end they wrap around)."""
+        seeds = [TRAIN_SEEDS[(self.next_seed + i) % len(TRAIN_SEEDS)] for i in range(n)]
+        self.next_seed = (self.next_seed + n) % len(TRAIN_SEEDS)
         return seeds
 
     def _sample(self, n: int):
@@ -223,26 +220,32 @@ def lr_at(step: int, progress: float, peak: float, warmup: int = 200) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size): torchrun's environment starts NCCL data parallelism; (0, 1) otherwise."""
+MAX_PROCESSES = 16    # data parallelism: each process draws seeds from its own 1/16 of TRAIN_SEEDS
+
+
+def _distributed(cuda: bool) -> tuple[int, int]:
+    """(rank, world size): torchrun's environment starts data parallelism (NCCL on GPUs, gloo on the CPU);
+    (0, 1) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1
+    if world > MAX_PROCESSES:
+        raise ValueError(f"at most {MAX_PROCESSES} training processes, got {world}")
     import torch.distributed as dist
-    if torch.cuda.is_available():
+    if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group("nccl" if cuda else "gloo")
     return dist.get_rank(), world
 
 
-def _all_max(x: float, world: int, device) -> float:
-    """The largest value of x over all processes (every rank must take the same decision)."""
+def _all_reduce(x: float, world: int, device, op: str) -> float:
+    """x combined over all processes ("max" or "mean"): every rank must take the same decisions."""
     if world == 1:
         return x
     import torch.distributed as dist
     t = torch.tensor([x], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.item() / (world if op == "mean" else 1)
 
 
 def train(args) -> Path:
@@ -250,11 +253,12 @@ def train(args) -> Path:
     torch.set_grad_enabled(True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rank, world = _distributed()
-    if world > 1 and torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    rank, world = _distributed(cuda)
+    if world > 1:
+        device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
     else:
-        device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device(args.device if args.device != "auto" else ("cuda" if cuda else "cpu"))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -291,13 +295,17 @@ def train(args) -> Path:
         info = load_checkpoint(out, model, opt)
         if rank == 0:
             print(f"resumed {out} at step {info['step']}", flush=True)
-    gen = torch.Generator(device=device).manual_seed(args.seed * 1000003 + info["step"] + 7919 * rank)
+    gen = torch.Generator(device=device).manual_seed(hash((args.seed, info["step"], rank)) % 2 ** 62)
     # each process takes train seeds from its own stretch of TRAIN_SEEDS, continuing where the last chunk stopped
-    stride = len(TRAIN_SEEDS) // 16
-    seeds_next = info.get("seeds_next") or [info["seed_next"]]
-    if len(seeds_next) != world:                             # new run, or a different number of processes
-        start = max(seeds_next) or (args.seed * 1_000_000) % len(TRAIN_SEEDS)
+    stride = len(TRAIN_SEEDS) // MAX_PROCESSES
+    if info["step"] == 0:                                    # a new run: --seed picks where the stretches start
+        start = (args.seed * 1_000_000) % len(TRAIN_SEEDS)
         seeds_next = [(start + r * stride) % len(TRAIN_SEEDS) for r in range(world)]
+    else:
+        seeds_next = info.get("seeds_next") or [info["seed_next"]]
+        if len(seeds_next) != world:                         # another number of processes: new stretches past
+            start = max(seeds_next)                          # the furthest seed used
+            seeds_next = [(start + r * stride) % len(TRAIN_SEEDS) for r in range(world)]
     data = GridSource(cfg, device, seed0=seeds_next[rank], pool=args.pool, workers=args.workers)
 
     loss_fn = StageLoss(model, args.stage)
@@ -313,10 +321,11 @@ def train(args) -> Path:
     budget_s = info.get("total_s") or float("inf")           # none: the run's length is --steps
     log = open(out / LOG, "a") if rank == 0 else None
     t_last, losses = time.time(), []
+    first_step = info["step"]
     while True:
         # one decision for all processes: rank 0's clock and counters, or any rank out of its chunk's time
         stop = info["step"] >= args.steps or time.time() >= t_end or info["train_s"] >= budget_s
-        if _all_max(float(stop), world, device):
+        if _all_reduce(float(stop), world, device, "max"):
             break
         step, t_step = info["step"], time.time()
         progress = max(step / args.steps, info["train_s"] / budget_s)
@@ -335,9 +344,10 @@ def train(args) -> Path:
         opt.step()
         losses.append(loss.item())
         info["step"] = step + 1
-        info["train_s"] = _all_max(info["train_s"] + time.time() - t_step, world, device)
+        if not (args.compile and step == first_step):       # torch.compile's compilation is not training time
+            info["train_s"] = _all_reduce(info["train_s"] + time.time() - t_step, world, device, "max")
         if info["step"] % args.log_every == 0:
-            mean = _all_mean(sum(losses) / len(losses), world, device)
+            mean = _all_reduce(sum(losses) / len(losses), world, device, "mean")
             rec = {"step": info["step"], "train_s": round(info["train_s"], 1), "loss": mean,
                    "lr": opt.param_groups[0]["lr"], "s_per_step": (time.time() - t_last) / len(losses),
                    "grids_per_step": args.batch * world}
@@ -361,15 +371,6 @@ def train(args) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return out / "model"
-
-
-def _all_mean(x: float, world: int, device) -> float:
-    if world == 1:
-        return x
-    import torch.distributed as dist
-    t = torch.tensor([x], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.item() / world
 
 
 def _save(out, model, opt, info, data, world, device, rank):
