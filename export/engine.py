@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from fourreal_rt.model.weights import sha256_file
+from fourreal_rt.model.weights import sha256_file, sha256_parts
 from fourreal_rt.runtime.timing import cpu_times, cuda_times, median
 
 FORMAT = "fourreal-rt-engine"
@@ -455,8 +455,8 @@ def build_engine(model_name: str, out, *, grid: tuple[int, int] | None = None, s
         manifest = _build_into(tmp, src, cfg, model32, dev, dt, steps, shift, runtime, onnx, ort_check, parts, log,
                                onnx_process)
         manifest["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
-        manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                             for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST}
+        manifest["files"] = {p.name: file_entry(p) for p in sorted(tmp.iterdir())
+                             if p.is_file() and p.name != MANIFEST}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         os.chmod(tmp, 0o755)
         if out.exists():
@@ -751,6 +751,17 @@ def preflight(path, *, model_name: str | None = None, steps: int | None = None, 
     return manifest, ModelSource(m["name"], cfg, Path(path) if m.get("trained") else None)
 
 
+PART_BYTES = 64 << 20   # files larger than this also get the sha256 of each 64 MiB part: verified in parallel at load
+
+
+def file_entry(p: Path) -> dict:
+    """The manifest's entry for one engine file: sha256 and size, and for large files the parts' sha256."""
+    entry = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    if entry["bytes"] > PART_BYTES:
+        entry.update(part_bytes=PART_BYTES, parts_sha256=sha256_parts(p, PART_BYTES))
+    return entry
+
+
 def verify_sizes(path, manifest: dict, names=None) -> None:
     """Files of the manifest (all, or `names`) present with their sizes; raises EngineError naming the first
     that is not (missing, damaged, or without a manifest entry)."""
@@ -775,15 +786,23 @@ def verify_files(path, manifest: dict, names=None, workers: int = 4) -> dict:
     names = list(files) if names is None else list(names)
     verify_sizes(path, manifest, names)
 
-    def one(n):
+    def one(n):  # -> (name, the first damaged byte range or None, seconds)
         t0 = time.perf_counter()
-        return n, sha256_file(path / n), time.perf_counter() - t0
+        f = files[n]
+        if "parts_sha256" in f:                                  # every part, in parallel threads
+            part = f["part_bytes"]
+            bad = [i for i, (h, want) in enumerate(zip(sha256_parts(path / n, part), f["parts_sha256"])) if h != want]
+            where = f"bytes {bad[0] * part}-{min((bad[0] + 1) * part, f['bytes']) - 1}" if bad else None
+        else:
+            where = "sha256 mismatch" if sha256_file(path / n) != f["sha256"] else None
+        return n, where, time.perf_counter() - t0
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as ex:
         got = list(ex.map(one, sorted(names, key=lambda n: -files[n]["bytes"])))
-    for n, h, _ in got:
-        if h != files[n]["sha256"]:
-            raise EngineError(f"engine file {n} is damaged (sha256 mismatch with the manifest)")
+    for n, where, _ in got:
+        if where:
+            raise EngineError(f"engine file {n} is damaged ({where} differ from the manifest's sha256)"
+                              if where.startswith("bytes") else f"engine file {n} is damaged ({where} with the manifest)")
     return {n: round(s, 3) for n, _, s in got}
 
 

@@ -165,6 +165,23 @@ def test_damaged_engine_is_refused(built, tmp_path, damage, words):
     assert not (tmp_path / "o").exists()
 
 
+def test_large_files_are_verified_by_parts(tmp_path, monkeypatch):
+    """Files over PART_BYTES carry the sha256 of each part (hashed in parallel at load); a damaged part is named."""
+    monkeypatch.setattr(E, "PART_BYTES", 4096)
+    p = tmp_path / "model.onnx.data"
+    p.write_bytes(bytes(range(256)) * 40)                                    # 10,240 bytes: 3 parts
+    entry = E.file_entry(p)
+    assert entry["part_bytes"] == 4096 and len(entry["parts_sha256"]) == 3
+    assert entry["sha256"] == E.sha256_file(p)                               # the whole file's, for provenance
+    manifest = {"files": {p.name: entry}}
+    E.verify_files(tmp_path, manifest)
+    b = bytearray(p.read_bytes())
+    b[5000] ^= 0x01
+    p.write_bytes(bytes(b))
+    with pytest.raises(E.EngineError, match=r"model.onnx.data is damaged \(bytes 4096-8191 differ"):
+        E.verify_files(tmp_path, manifest)
+
+
 def edit_manifest(e, fn):
     p = e / "manifest.json"
     m = json.loads(p.read_text())
