@@ -71,8 +71,6 @@ def package_version() -> str:
     return __version__
 
 
-
-
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dtype]
 
@@ -786,23 +784,23 @@ def verify_files(path, manifest: dict, names=None, workers: int = 4) -> dict:
     names = list(files) if names is None else list(names)
     verify_sizes(path, manifest, names)
 
-    def one(n):  # -> (name, the first damaged byte range or None, seconds)
+    def one(n):  # -> (name, what is damaged or None, seconds)
         t0 = time.perf_counter()
         f = files[n]
         if "parts_sha256" in f:                                  # every part, in parallel threads
             part = f["part_bytes"]
             bad = [i for i, (h, want) in enumerate(zip(sha256_parts(path / n, part), f["parts_sha256"])) if h != want]
-            where = f"bytes {bad[0] * part}-{min((bad[0] + 1) * part, f['bytes']) - 1}" if bad else None
+            damage = (f"bytes {bad[0] * part}-{min((bad[0] + 1) * part, f['bytes']) - 1} differ from the manifest's "
+                      "sha256") if bad else None
         else:
-            where = "sha256 mismatch" if sha256_file(path / n) != f["sha256"] else None
-        return n, where, time.perf_counter() - t0
+            damage = "sha256 mismatch with the manifest" if sha256_file(path / n) != f["sha256"] else None
+        return n, damage, time.perf_counter() - t0
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(workers, len(names)))) as ex:
         got = list(ex.map(one, sorted(names, key=lambda n: -files[n]["bytes"])))
-    for n, where, _ in got:
-        if where:
-            raise EngineError(f"engine file {n} is damaged ({where} differ from the manifest's sha256)"
-                              if where.startswith("bytes") else f"engine file {n} is damaged ({where} with the manifest)")
+    for n, damage, _ in got:
+        if damage:
+            raise EngineError(f"engine file {n} is damaged ({damage})")
     return {n: round(s, 3) for n, _, s in got}
 
 
