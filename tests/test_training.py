@@ -5,7 +5,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from fourreal_rt.training.train import CKPT, main
+from fourreal_rt.training.train import CKPT, main, sample_sigma
 
 
 def info_of(run):
@@ -45,6 +45,28 @@ def test_stage2_tune_blocks_trains_blocks_and_syncs(tmp_path):
     main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "3",
           "--tune-blocks", "1e-3", *common])                                   # resumes with both groups' moments
     assert info_of(s2)["step"] == 3
+
+
+def test_stage2_continues_a_stage2_model_whole(tmp_path):
+    """--init with a stage-2 model of the same sync keeps its sync layers; another sync starts fresh ones."""
+    torch.set_num_threads(1)
+    s1, s2, s3, s4 = (tmp_path / n for n in ("s1", "s2", "s3", "s4"))
+    common = ["--batch", "1", "--pool", "2", "--log-every", "1", "--preset", "tiny"]
+    main(["--stage", "1", "--out", str(s1), "--steps", "1", *common])
+    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "1", *common])
+    main(["--stage", "2", "--init", str(s2 / "model"), "--sync", "soft", "--out", str(s3), "--steps", "0", *common])
+    main(["--stage", "2", "--init", str(s2 / "model"), "--sync", "hard", "--out", str(s4), "--steps", "0", *common])
+    w2, w3, w4 = (load_file(str(s / "model" / "model.safetensors")) for s in (s2, s3, s4))
+    assert w3.keys() == w2.keys() and all(torch.equal(w2[k], w3[k]) for k in w2)
+    assert all(torch.equal(w2[k], w4[k]) for k in w2 if k.startswith("base."))
+    assert any(not torch.equal(w2[k], w4[k]) for k in w4 if k.startswith("syncs.") and k in w2)
+
+
+def test_sigma_shift_moves_training_noise_up():
+    gen = torch.Generator().manual_seed(0)
+    plain, shifted = sample_sigma(20000, gen, "cpu"), sample_sigma(20000, gen, "cpu", shift=3.0)
+    assert abs(plain.median().item() - 0.5) < 0.02 and abs(shifted.median().item() - 0.75) < 0.02
+    assert 0 < shifted.min() and shifted.max() < 1
 
 
 def test_data_parallel_two_processes_then_resume_alone(tmp_path):

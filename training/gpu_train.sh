@@ -13,6 +13,7 @@
 #   WINDOWS=n                     then benchmarks/bench_windows.py quality on n scenes with the last model trained
 #   NPROC=n                       data-parallel over n GPUs (torchrun; BATCH/BATCH2 grids per GPU)
 #   COMPILE=1                     torch.compile the model for training
+#   SSHIFT=s                      time shift of the training σ distribution (--sigma-shift; default 1)
 #   CKPT=1                        return each run's checkpoint ($OUT/ckpt_<run>/part_*, 15 MiB parts; weights float32,
 #                                 moments bf16) so the next call continues it: carry the parts back as
 #                                 runs/carry/ckpt_<run>/ (cat them, or leave it to this script), same STAGES
@@ -29,6 +30,7 @@ TRAINED=()
 if [ "${NPROC:-1}" -gt 1 ]; then TRAIN=(python3 -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m fourreal_rt.training)
 else TRAIN=(python3 -m fourreal_rt.training); fi
 [ "${COMPILE:-0}" = 1 ] && TRAIN+=(--compile)
+[ -n "${SSHIFT:-}" ] && TRAIN+=(--sigma-shift "$SSHIFT")
 restore() {   # $1: run name (stage1, stage2_soft, …): continue a returned checkpoint unless the run is here already
   if [ ! -f "runs/$1/train_state.safetensors" ] && ls "runs/carry/ckpt_$1"/part_* >/dev/null 2>&1; then
     mkdir -p "runs/$1" && cat "runs/carry/ckpt_$1"/part_* > "runs/$1/train_state.safetensors"

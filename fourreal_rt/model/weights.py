@@ -53,10 +53,14 @@ def resolve(name_or_path: str) -> ModelSource:
     raise ModelNotFoundError(f"{name_or_path}: no such model (presets: {', '.join(PRESETS)}; or a model directory)")
 
 
+def read_meta(directory: Path | None) -> dict:
+    """A model directory's config.json as written by save_model ({} for none): config plus how it was trained."""
+    return json.loads((Path(directory) / CONFIG_FILE).read_text()) if directory else {}
+
+
 def read_config(directory: Path) -> GridConfig:
     try:
-        meta = json.loads((Path(directory) / CONFIG_FILE).read_text())
-        return GridConfig.from_dict(meta["config"])
+        return GridConfig.from_dict(read_meta(directory)["config"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelNotFoundError(f"{directory / CONFIG_FILE}: unreadable model config ({e})") from None
 

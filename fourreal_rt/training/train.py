@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from ..data.scenes import TRAIN_SEEDS
 from ..model import PRESETS, GridConfig, TwoStreamModel
 from ..model.blocks import DYNAMIC, FREEZE_TIME
-from ..model.weights import load_model, resolve, save_model
+from ..model.weights import load_model, read_meta, resolve, save_model
 
 CKPT = "train_state.safetensors"
 MOMENT_DTYPE = torch.bfloat16          # AdamW moments as stored (resume error: a relative 2^-8 at most on each)
@@ -122,9 +122,11 @@ def flow_pair(x0: torch.Tensor, sigma: torch.Tensor, gen: torch.Generator):
     return (1 - s) * x0 + s * eps, eps - x0
 
 
-def sample_sigma(n: int, gen: torch.Generator, device) -> torch.Tensor:
-    """Logit-normal σ (SD3): most steps at mid noise, none exactly at 0 or 1."""
-    return torch.sigmoid(torch.randn(n, generator=gen, device=device))
+def sample_sigma(n: int, gen: torch.Generator, device, shift: float = 1.0) -> torch.Tensor:
+    """Logit-normal σ (SD3), time-shifted like the sampler's schedule: shift > 1 moves training toward high
+    noise (shift 3: median σ 0.75), where pixel-space grids keep the most of their structure."""
+    s = torch.sigmoid(torch.randn(n, generator=gen, device=device))
+    return shift * s / (1 + (shift - 1) * s)
 
 
 def masked_mse(pred, target, mask):
@@ -136,7 +138,7 @@ def masked_mse(pred, target, mask):
 # --------------------------------------------------------------------------------------------
 # losses of the two stages
 # --------------------------------------------------------------------------------------------
-def stage1_loss(model: TwoStreamModel, grids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def stage1_loss(model: TwoStreamModel, grids: torch.Tensor, gen: torch.Generator, shift: float = 1.0) -> torch.Tensor:
     """Rows (dynamic context) and columns (freeze-time context) with the first K ∈ [0, 4] known."""
     base = model.base
     B, V, T = grids.shape[:3]
@@ -149,20 +151,20 @@ def stage1_loss(model: TwoStreamModel, grids: torch.Tensor, gen: torch.Generator
         idx = torch.arange(n_frames, device=grids.device)
         known = idx[None] < k[:, None]                                          # [n, F]
         mask = known[:, None, :] if context == DYNAMIC else known[:, :, None]   # [n, 1, T] or [n, V, 1]
-        sigma = sample_sigma(n, gen, grids.device)
+        sigma = sample_sigma(n, gen, grids.device, shift)
         x_s, target = flow_pair(videos, sigma, gen)
         pred = base(x_s, videos, mask, sigma, context)
         total = total + masked_mse(pred, target, mask)
     return total / 2
 
 
-def stage2_loss(model: TwoStreamModel, grids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def stage2_loss(model: TwoStreamModel, grids: torch.Tensor, gen: torch.Generator, shift: float = 1.0) -> torch.Tensor:
     """Whole grids, first row and first column known (the inference setting)."""
     B, V, T = grids.shape[:3]
     mask = torch.zeros(B, V, T, dtype=torch.bool, device=grids.device)
     mask[:, 0] = True
     mask[:, :, 0] = True
-    sigma = sample_sigma(B, gen, grids.device)
+    sigma = sample_sigma(B, gen, grids.device, shift)
     x_s, target = flow_pair(grids, sigma, gen)
     return masked_mse(model(x_s, grids, mask, sigma), target, mask)
 
@@ -170,12 +172,12 @@ def stage2_loss(model: TwoStreamModel, grids: torch.Tensor, gen: torch.Generator
 class StageLoss(torch.nn.Module):
     """The stage's loss as one module, so DDP (and torch.compile) see a single forward."""
 
-    def __init__(self, model: TwoStreamModel, stage: int):
+    def __init__(self, model: TwoStreamModel, stage: int, sigma_shift: float = 1.0):
         super().__init__()
-        self.model, self.stage = model, stage
+        self.model, self.stage, self.sigma_shift = model, stage, sigma_shift
 
     def forward(self, grids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return (stage1_loss if self.stage == 1 else stage2_loss)(self.model, grids, gen)
+        return (stage1_loss if self.stage == 1 else stage2_loss)(self.model, grids, gen, self.sigma_shift)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,7 +273,10 @@ def train(args) -> Path:
         src = resolve(args.init)
         base_model = load_model(src)
         cfg = src.cfg.replace(sync=args.sync)
-        model = TwoStreamModel(cfg, base=base_model.base)   # the stage-1 blocks: frozen (paper §4.1) ...
+        if read_meta(src.directory).get("stage") == 2 and src.cfg.sync == args.sync:
+            model = base_model                              # a stage-2 model of this sync: trained further, whole
+        else:
+            model = TwoStreamModel(cfg, base=base_model.base)   # the stage-1 blocks: frozen (paper §4.1) ...
         for p in model.base.parameters():
             p.requires_grad_(bool(args.tune_blocks))        # ... unless --tune-blocks gives them a learning rate
         params = model.sync_parameters()
@@ -308,7 +313,7 @@ def train(args) -> Path:
             seeds_next = [(start + r * stride) % len(TRAIN_SEEDS) for r in range(world)]
     data = GridSource(cfg, device, seed0=seeds_next[rank], pool=args.pool, workers=args.workers)
 
-    loss_fn = StageLoss(model, args.stage)
+    loss_fn = StageLoss(model, args.stage, args.sigma_shift)
     if args.compile:
         torch._dynamo.config.automatic_dynamic_shapes = False   # rows and columns: two static graphs
         (model.base if args.stage == 1 else model).compile()
@@ -392,7 +397,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", type=int, choices=(1, 2), required=True)
     p.add_argument("--out", required=True, help="run directory (checkpoint, log, exported model/)")
     p.add_argument("--preset", default="small", help="stage 1: model preset")
-    p.add_argument("--init", help="stage 2: the stage-1 model directory")
+    p.add_argument("--init", help="stage 2: the stage-1 model directory (or a stage-2 model of the same --sync: "
+                   "trained further, sync layers kept)")
     p.add_argument("--prediction", default="x", choices=("v", "x"),
                    help="stage 1: what the head predicts (velocity, or clean frames turned into a velocity)")
     p.add_argument("--sync", default="soft", choices=("soft", "hard", "sequential"), help="stage 2 variant")
@@ -406,6 +412,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--tune-blocks", type=float, default=0.0, metavar="LR",
                    help="stage 2: also train the stage-1 blocks at this peak LR (default 0: frozen, as the paper)")
+    p.add_argument("--sigma-shift", type=float, default=1.0,
+                   help="time shift of the training σ distribution (logit-normal; > 1: more high-noise training)")
     p.add_argument("--pseudo-frac", type=float, default=0.25, help="stage 2: share of pseudo-4D batches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=256, help="scenes kept on the device")
