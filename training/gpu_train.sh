@@ -10,6 +10,8 @@
 #   QUALITY=1                     then benchmarks/quality.py on INIT and the trained variants ($OUT/quality.json);
 #                                 QARGS="--fp8" adds the soft model in FP8 and its PSNR against bf16; QSTAGE1=0 skips
 #                                 the training-free syncs
+#   QSWEEP="3 10"                 then the sampler's σ shift for the last model: quality on VAL at each
+#                                 ($OUT/quality_sweep.jsonl), then on TEST at the best ($OUT/quality_test.json)
 #   WINDOWS=n                     then benchmarks/bench_windows.py quality on n scenes with the last model trained
 #   NPROC=n                       data-parallel over n GPUs (torchrun; BATCH/BATCH2 grids per GPU)
 #   COMPILE=1                     torch.compile the model for training
@@ -73,6 +75,18 @@ if [ "${QUALITY:-0}" = 1 ]; then
   [ "${QSTAGE1:-1}" = 1 ] && args+=(--stage1 "$INIT")
   for st in "${TRAINED[@]}"; do args+=("--$st" "runs/stage2_$st/model"); done
   timeout "${QTIMEOUT:-240}" python3 benchmarks/quality.py "${args[@]}" 2>&1 | tee "$OUT/quality.log"
+fi
+if [ -n "${QSWEEP:-}" ]; then   # σ shift of the sampler for the model trained last: chosen on VAL, then TEST at it
+  model="runs/stage2_${TRAINED[-1]}/model"
+  for sh in $QSWEEP; do
+    timeout 120 python3 benchmarks/quality.py --split val --n "${QN:-32}" --shift "$sh" --soft "$model" ${QARGS:-} \
+      --json "/tmp/val_$sh.json" >/dev/null 2>&1 && python3 -c "import json; print(json.dumps(json.load(open('/tmp/val_$sh.json'))))" >>"$OUT/quality_sweep.jsonl"
+  done
+  best=$(python3 -c "import json; r=[json.loads(l) for l in open('$OUT/quality_sweep.jsonl')]; \
+print(max(r, key=lambda x: [w['psnr'] for w in x['rows'] if w['method']=='soft (trained)'][0])['shift'])")
+  echo "VAL sweep: best σ shift $best"
+  timeout 120 python3 benchmarks/quality.py --split test --n "${QN:-32}" --shift "$best" --soft "$model" ${QARGS:-} \
+    --json "$OUT/quality_test.json" 2>&1 | tail -8
 fi
 if [ -n "${WINDOWS:-}" ]; then   # issue 6: sliding windows vs tiles on a 16x16 grid, with the model trained last
   timeout "${WTIMEOUT:-150}" python3 benchmarks/bench_windows.py quality --model "runs/stage2_${TRAINED[-1]}/model" \
