@@ -9,9 +9,8 @@ from typing import Callable
 
 import torch
 
-DEFAULT_SHIFT = 10.0  # σ time shift of the schedule (SD3) that `generate` uses: chosen on VALIDATION scenes for the
-                      # shipped model, 16 steps (shift 3 23.41 dB, 5 23.62, 10 23.79, 20 23.92: past 10 the gain is
-                      # small and the sampler nears a one-shot estimate; benchmarks/RESULTS.md)
+DEFAULT_SHIFT = 20.0  # σ time shift of the schedule (SD3) that `generate` uses: chosen on VALIDATION scenes for the
+                      # shipped model, 16 steps, from 3, 5, 10, 20 (24.31, 24.52, 24.69, 24.83 dB; benchmarks/RESULTS.md)
 
 
 def sigma_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:
