@@ -5,7 +5,9 @@ Stage 1: the base video model on fixed-view videos (rows, context "dynamic") and
 Stage 2: the two-stream model built from the stage-1 blocks, blocks frozen, only the sync layers
 trained (for `sequential`: the time pass's attention copy) on whole grids whose first row and column
 are known: multi-view synthetic grids and pseudo-4D grids (2D affine sweeps of videos). `--tune-blocks LR`
-trains the blocks too (their own peak LR; not the paper's recipe, see training/README.md).
+trains the blocks too (their own peak LR; not the paper's recipe, see training/README.md); `--init` with a
+stage-2 model of the same sync continues it whole. σ is logit-normal, time-shifted by `--sigma-shift`
+(the shipped model: 3, then 6) toward the high noise where the sampler spends most of its steps.
 
 Runs in time-boxed chunks that resume: `--minutes 8` trains for 8 minutes (set-up included), saves, and
 exits; the next call with the same `--out` continues from the checkpoint (weights, AdamW state, step, data
