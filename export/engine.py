@@ -248,10 +248,11 @@ class EngineDenoiser:
             raise EngineError(f"engine step was set up for inputs {list(self.shape)}, got {list(shape)}")
         if not self.cuda_graph:
             return self.eager(x_noisy, known, mask, sigma)
-        if self.graphed is None:
-            from .step import GraphedStep
+        if self.graphed is None:                   # the first call: warm up on these inputs, capture, and
+            from .step import GraphedStep          # return the warm-up's result (no replay needed for it)
             with self._ctx():
                 self.graphed = GraphedStep(self.step, (x_noisy, known, mask, sigma))
+            return self.graphed.first
         return self.graphed(x_noisy, known, mask, sigma)
 
 
@@ -274,7 +275,8 @@ def _try_candidate(d: Path, name, kind, custom, model, tables, step, example, re
         s = FoldedStep(model, tables, layer=layer, dtype=dt)
         den = EngineDenoiser(s, custom_ops=custom, sdpa=sdpa, cuda_graph=graphs)
         try:
-            out = den(*example).float()
+            den(*example)                          # with graphs: the warm-up and the capture
+            out = den(*example).float()            # with graphs: a replay, the path every later step takes
         except Exception as e:
             if not graphs:
                 raise

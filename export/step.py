@@ -177,17 +177,21 @@ class FoldedStep:
 
 class GraphedStep:
     """A step captured into one CUDA graph and replayed for every σ (inputs copied into static buffers;
-    the σ row is looked up inside the graph, so one graph serves the whole schedule)."""
+    the σ row is looked up inside the graph, so one graph serves the whole schedule).
 
-    def __init__(self, step, example, warmup: int = 2):
+    The warm-up runs the step eagerly on the example inputs (lazy initialisation must happen outside a capture);
+    its result is kept as `first`, the step's output for those inputs, so the first call need not replay."""
+
+    def __init__(self, step, example, warmup: int = 1):
         self.step = step
         self.static = [t.clone() for t in example]                               # x_noisy, known, mask, sigma
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s), torch.no_grad():
             for _ in range(warmup):
-                step(*self.static)
+                self.first = step(*self.static)
         torch.cuda.current_stream().wait_stream(s)
+        self.first.record_stream(torch.cuda.current_stream())                    # read on this stream later
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.no_grad():
             self.out = step(*self.static)

@@ -489,3 +489,33 @@ print("torch._dynamo" in sys.modules)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
+def test_engine_graphed_step_first_call_and_replays():
+    """The engine's CUDA-graph step: the first call returns the warm-up's (eager) result exactly; later calls
+    replay the graph on new inputs and match the eager step (within bf16 noise: capture may pick other GEMMs)."""
+    from fourreal_rt.export.engine import EngineDenoiser
+    from fourreal_rt.export.onnx_export import example_inputs
+    from fourreal_rt.export.step import FoldedStep, sigma_tables
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    from fourreal_rt.sampler.flow import sigma_schedule
+
+    g, seed = rng()
+    model = TwoStreamModel(PRESETS["tiny"].replace(views=3, times=5)).eval()
+    for p in model.parameters():
+        p.copy_(randn(g, *p.shape, scale=0.2))
+    model = model.cuda().to(torch.bfloat16)
+    sig = sigma_schedule(4)[:-1]
+    step = FoldedStep(model, sigma_tables(model, sig.cuda(), torch.bfloat16), dtype=torch.bfloat16)
+    graphed = EngineDenoiser(step, custom_ops=True, sdpa=None, cuda_graph=True)
+    eager = EngineDenoiser(step, custom_ops=True, sdpa=None, cuda_graph=False)
+    for i, s in enumerate(sig):
+        x, known, mask, _ = example_inputs(model.cfg, seed=seed + i, dtype=torch.bfloat16, device="cuda")
+        sigma = s.reshape(1).cuda().to(torch.bfloat16)
+        got, ref = graphed(x, known, mask, sigma).double(), eager(x, known, mask, sigma).double()
+        if i == 0:
+            assert torch.equal(got, ref), seed
+        else:
+            assert ((got - ref).norm() / ref.norm()).item() < 1e-2, (seed, i)
