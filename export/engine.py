@@ -252,7 +252,7 @@ class EngineDenoiser:
             from .step import GraphedStep          # return the warm-up's result (no replay needed for it)
             with self._ctx():
                 self.graphed = GraphedStep(self.step, (x_noisy, known, mask, sigma))
-            return self.graphed.first
+            return self.graphed.take_first()
         return self.graphed(x_noisy, known, mask, sigma)
 
 
@@ -275,7 +275,8 @@ def _try_candidate(d: Path, name, kind, custom, model, tables, step, example, re
         s = FoldedStep(model, tables, layer=layer, dtype=dt)
         den = EngineDenoiser(s, custom_ops=custom, sdpa=sdpa, cuda_graph=graphs)
         try:
-            den(*example)                          # with graphs: the warm-up and the capture
+            if graphs:
+                den(*example)                      # the warm-up and the capture
             out = den(*example).float()            # with graphs: a replay, the path every later step takes
         except Exception as e:
             if not graphs:

@@ -180,9 +180,11 @@ class GraphedStep:
     the σ row is looked up inside the graph, so one graph serves the whole schedule).
 
     The warm-up runs the step eagerly on the example inputs (lazy initialisation must happen outside a capture);
-    its result is kept as `first`, the step's output for those inputs, so the first call need not replay."""
+    its result is kept for `take_first()`, the step's output for those inputs, so the first call need not replay."""
 
     def __init__(self, step, example, warmup: int = 1):
+        if warmup < 1:
+            raise ValueError(f"warmup must be >= 1 (lazy set-up has to happen outside the capture), got {warmup}")
         self.step = step
         self.static = [t.clone() for t in example]                               # x_noisy, known, mask, sigma
         s = torch.cuda.Stream()
@@ -195,6 +197,11 @@ class GraphedStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.no_grad():
             self.out = step(*self.static)
+
+    def take_first(self) -> torch.Tensor:
+        """The warm-up's output (the step on the example inputs), handed over once."""
+        out, self.first = self.first, None
+        return out
 
     def __call__(self, x_noisy, known, mask, sigma):
         for dst, src in zip(self.static, (x_noisy, known, mask, sigma)):

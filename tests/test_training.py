@@ -48,18 +48,23 @@ def test_stage2_tune_blocks_trains_blocks_and_syncs(tmp_path):
 
 
 def test_stage2_continues_a_stage2_model_whole(tmp_path):
-    """--init with a stage-2 model of the same sync keeps its sync layers; another sync starts fresh ones."""
+    """--init with a stage-2 model of the same sync keeps its sync layers (and records what it continued);
+    --fresh-sync starts new ones."""
     torch.set_num_threads(1)
     s1, s2, s3, s4 = (tmp_path / n for n in ("s1", "s2", "s3", "s4"))
     common = ["--batch", "1", "--pool", "2", "--log-every", "1", "--preset", "tiny"]
     main(["--stage", "1", "--out", str(s1), "--steps", "1", *common])
     main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "1", *common])
     main(["--stage", "2", "--init", str(s2 / "model"), "--sync", "soft", "--out", str(s3), "--steps", "0", *common])
-    main(["--stage", "2", "--init", str(s2 / "model"), "--sync", "hard", "--out", str(s4), "--steps", "0", *common])
+    main(["--stage", "2", "--init", str(s2 / "model"), "--sync", "soft", "--out", str(s4), "--steps", "0",
+          "--fresh-sync", *common])
     w2, w3, w4 = (load_file(str(s / "model" / "model.safetensors")) for s in (s2, s3, s4))
     assert w3.keys() == w2.keys() and all(torch.equal(w2[k], w3[k]) for k in w2)
     assert all(torch.equal(w2[k], w4[k]) for k in w2 if k.startswith("base."))
-    assert any(not torch.equal(w2[k], w4[k]) for k in w4 if k.startswith("syncs.") and k in w2)
+    assert any(not torch.equal(w2[k], w4[k]) for k in w4 if k.startswith("syncs."))
+    meta3 = json.loads((s3 / "model" / "config.json").read_text())
+    assert meta3["continued_from"]["train_steps"] == 1 and "continued_from" not in json.loads(
+        (s4 / "model" / "config.json").read_text())
 
 
 def test_sigma_shift_moves_training_noise_up():

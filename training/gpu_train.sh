@@ -16,6 +16,8 @@
 #   NPROC=n                       data-parallel over n GPUs (torchrun; BATCH/BATCH2 grids per GPU)
 #   COMPILE=1                     torch.compile the model for training
 #   SSHIFT=s                      time shift of the training σ distribution (--sigma-shift; default 1)
+#   FRESH=1                       stage 2 from a stage-2 INIT of the same sync: new sync layers (--fresh-sync), not
+#                                 the INIT's continued (the ablation variants from one stage-2 model need this)
 #   CKPT=1                        return each run's checkpoint ($OUT/ckpt_<run>/part_*, 15 MiB parts; weights float32,
 #                                 moments bf16) so the next call continues it: carry the parts back as
 #                                 runs/carry/ckpt_<run>/ (cat them, or leave it to this script), same STAGES
@@ -33,6 +35,7 @@ if [ "${NPROC:-1}" -gt 1 ]; then TRAIN=(python3 -m torch.distributed.run --stand
 else TRAIN=(python3 -m fourreal_rt.training); fi
 [ "${COMPILE:-0}" = 1 ] && TRAIN+=(--compile)
 [ -n "${SSHIFT:-}" ] && TRAIN+=(--sigma-shift "$SSHIFT")
+[ "${FRESH:-0}" = 1 ] && TRAIN+=(--fresh-sync)
 restore() {   # $1: run name (stage1, stage2_soft, …): continue a returned checkpoint unless the run is here already
   if [ ! -f "runs/$1/train_state.safetensors" ] && ls "runs/carry/ckpt_$1"/part_* >/dev/null 2>&1; then
     mkdir -p "runs/$1" && cat "runs/carry/ckpt_$1"/part_* > "runs/$1/train_state.safetensors"
@@ -76,15 +79,19 @@ if [ "${QUALITY:-0}" = 1 ]; then
   for st in "${TRAINED[@]}"; do args+=("--$st" "runs/stage2_$st/model"); done
   timeout "${QTIMEOUT:-240}" python3 benchmarks/quality.py "${args[@]}" 2>&1 | tee "$OUT/quality.log"
 fi
-if [ -n "${QSWEEP:-}" ]; then   # σ shift of the sampler for the model trained last: chosen on VAL, then TEST at it
-  model="runs/stage2_${TRAINED[-1]}/model"
+if [ -n "${QSWEEP:-}" ] && [ "${#TRAINED[@]}" -gt 0 ]; then   # the sampler's σ shift for the model trained last:
+  model="runs/stage2_${TRAINED[-1]}/model"                       # chosen on VAL, then TEST at it
+  : >"$OUT/quality_sweep.jsonl"
   for sh in $QSWEEP; do
+    rm -f "/tmp/val_$sh.json"
     timeout 120 python3 benchmarks/quality.py --split val --n "${QN:-32}" --shift "$sh" --soft "$model" ${QARGS:-} \
-      --json "/tmp/val_$sh.json" >/dev/null 2>&1 && python3 -c "import json; print(json.dumps(json.load(open('/tmp/val_$sh.json'))))" >>"$OUT/quality_sweep.jsonl"
+      --json "/tmp/val_$sh.json" 2>&1 | tail -2
+    [ -f "/tmp/val_$sh.json" ] && python3 -c "import json; print(json.dumps(json.load(open('/tmp/val_$sh.json'))))" >>"$OUT/quality_sweep.jsonl"
   done
   best=$(python3 -c "import json; r=[json.loads(l) for l in open('$OUT/quality_sweep.jsonl')]; \
-print(max(r, key=lambda x: [w['psnr'] for w in x['rows'] if w['method']=='soft (trained)'][0])['shift'])")
-  echo "VAL sweep: best σ shift $best"
+print(max(r, key=lambda x: [w['psnr'] for w in x['rows'] if w['method']=='soft (trained)'][0])['shift'])" 2>/dev/null)
+  echo "VAL sweep: best σ shift ${best:-none (every run failed)}"
+  [ -n "$best" ] && \
   timeout 120 python3 benchmarks/quality.py --split test --n "${QN:-32}" --shift "$best" --soft "$model" ${QARGS:-} \
     --json "$OUT/quality_test.json" 2>&1 | tail -8
 fi

@@ -9,8 +9,9 @@ from typing import Callable
 
 import torch
 
-DEFAULT_SHIFT = 20.0  # σ time shift of the schedule (SD3) that `generate` uses: chosen on VALIDATION scenes for the
-                      # shipped model, 16 steps, from 3, 5, 10, 20 (24.31, 24.52, 24.69, 24.83 dB; benchmarks/RESULTS.md)
+DEFAULT_SHIFT = 20.0  # σ time shift of the schedule (SD3) that `generate` uses: chosen on VALIDATION scenes, 16 steps,
+                      # from 3, 5, 10, 20 (24.31, 24.52, 24.69, 24.83 dB for the model of training call 2; the shipped
+                      # model, trained on from it: 24.98 at 10, 25.12 at 20; benchmarks/RESULTS.md)
 
 
 def sigma_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:

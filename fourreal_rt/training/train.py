@@ -6,7 +6,8 @@ Stage 2: the two-stream model built from the stage-1 blocks, blocks frozen, only
 trained (for `sequential`: the time pass's attention copy) on whole grids whose first row and column
 are known: multi-view synthetic grids and pseudo-4D grids (2D affine sweeps of videos). `--tune-blocks LR`
 trains the blocks too (their own peak LR; not the paper's recipe, see training/README.md); `--init` with a
-stage-2 model of the same sync continues it whole. σ is logit-normal, time-shifted by `--sigma-shift`
+stage-2 model of the same sync continues it whole
+(`--fresh-sync`: new sync layers). σ is logit-normal, time-shifted by `--sigma-shift`
 (the shipped model: 3, then 6) toward the high noise where the sampler spends most of its steps.
 
 Runs in time-boxed chunks that resume: `--minutes 8` trains for 8 minutes (set-up included), saves, and
@@ -267,6 +268,7 @@ def train(args) -> Path:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
+    init_meta = {}                                           # the model this run continues (stage 2), if any
     if args.stage == 1:
         cfg = PRESETS[args.preset].replace(sync="soft", prediction=args.prediction)
         model = TwoStreamModel(cfg)
@@ -275,8 +277,13 @@ def train(args) -> Path:
         src = resolve(args.init)
         base_model = load_model(src)
         cfg = src.cfg.replace(sync=args.sync)
-        if read_meta(src.directory).get("stage") == 2 and src.cfg.sync == args.sync:
+        meta = read_meta(src.directory)
+        if meta.get("stage") == 2 and src.cfg.sync == args.sync and not args.fresh_sync:
             model = base_model                              # a stage-2 model of this sync: trained further, whole
+            init_meta = {k: v for k, v in meta.items() if k != "config"}
+            if rank == 0:
+                print(f"continuing the stage-2 {args.sync} model {src.directory} (its sync layers too; "
+                      "--fresh-sync starts new ones)", flush=True)
         else:
             model = TwoStreamModel(cfg, base=base_model.base)   # the stage-1 blocks: frozen (paper §4.1) ...
         for p in model.base.parameters():
@@ -368,10 +375,12 @@ def train(args) -> Path:
     _save(out, model, opt, info, data, world, device, rank)
     if rank == 0:
         model.eval()
+        blocks_trained = args.stage == 1 or args.tune_blocks or init_meta.get("blocks") == "trained"
         save_model(model, out / "model", dtype=getattr(torch, args.save_dtype),
                    extra={"stage": args.stage, "train_steps": info["step"], "grids_per_step": args.batch * world,
-                          "blocks": "trained" if args.stage == 1 or args.tune_blocks else "frozen",
-                          "trained_on": "fourreal_rt.data synthetic scenes (train seeds)"})
+                          "sigma_shift": args.sigma_shift, "blocks": "trained" if blocks_trained else "frozen",
+                          "trained_on": "fourreal_rt.data synthetic scenes (train seeds)",
+                          **({"continued_from": init_meta} if init_meta else {})})
         print(f"saved {out / 'model'} at step {info['step']}", flush=True)
     if world > 1:
         import torch.distributed as dist
@@ -394,6 +403,13 @@ def _save(out, model, opt, info, data, world, device, rank):
         save_checkpoint(out, model, opt, info)
 
 
+def _positive(text: str) -> float:
+    x = float(text)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return x
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fourreal_rt.training", description=__doc__.split("\n")[0])
     p.add_argument("--stage", type=int, choices=(1, 2), required=True)
@@ -414,7 +430,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--tune-blocks", type=float, default=0.0, metavar="LR",
                    help="stage 2: also train the stage-1 blocks at this peak LR (default 0: frozen, as the paper)")
-    p.add_argument("--sigma-shift", type=float, default=1.0,
+    p.add_argument("--fresh-sync", action="store_true",
+                   help="stage 2 from a stage-2 model of the same sync: new sync layers instead of continuing them")
+    p.add_argument("--sigma-shift", type=_positive, default=1.0,
                    help="time shift of the training σ distribution (logit-normal; > 1: more high-noise training)")
     p.add_argument("--pseudo-frac", type=float, default=0.25, help="stage 2: share of pseudo-4D batches")
     p.add_argument("--seed", type=int, default=0)
