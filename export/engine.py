@@ -729,17 +729,18 @@ def engine_device(manifest: dict, device) -> torch.device:
     return torch.device("cuda" if want == "cuda" and torch.cuda.is_available() else "cpu")
 
 
-def preflight(path, *, model_name: str | None = None, steps: int | None = None, dtype: str = "auto",
-              device: str = "auto"):
+def preflight(path, *, model_name: str | None = None, steps: int | None = None, shift: float | None = None,
+              dtype: str = "auto", device: str = "auto"):
     """The cheap checks `generate --engine` runs before reading any video: manifest, package, device, and the
-    options given explicitly (--model, --steps, --dtype). Returns (manifest, ModelSource of the engine's model).
+    options given explicitly (--model, --steps, --shift, --dtype). Returns (manifest, ModelSource of the engine's
+    model).
     File checksums are checked by `load_engine`."""
     from fourreal_rt.model.weights import ModelNotFoundError, ModelSource, resolve
 
     manifest = read_manifest(path)
     dev = engine_device(manifest, device)
     check_compatible(manifest, dev)
-    check_request(manifest, steps=steps, dtype=None if dtype in (None, "auto") else DTYPES.get(dtype))
+    check_request(manifest, steps=steps, shift=shift, dtype=None if dtype in (None, "auto") else DTYPES.get(dtype))
     cfg = engine_config(manifest)
     if model_name is not None:
         try:

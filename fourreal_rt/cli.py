@@ -35,6 +35,9 @@ def main():
 @click.option("--model", "model_name", default="small", show_default=True, help="shipped model name, preset, or model directory")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="denoising steps [default: 16, or the engine's]")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shift", type=click.FloatRange(0, min_open=True), default=None,
+              help="time shift of the σ schedule [default: 20, or the engine's]; smaller spends more steps at low "
+                   "noise: sharper frames, further from ground truth on average (benchmarks/RESULTS.md)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--grid", "grid_size", default=None, metavar="VxT",
@@ -50,7 +53,7 @@ def main():
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
 def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_size, overlap, dry_run, overwrite, quiet,
-             as_json, engine_dir=None, fp8=False):
+             as_json, engine_dir=None, fp8=False, shift=None):
     """Generate the grid from ROW (fixed-view video, view 0) and COL (freeze-time video, time 0).
 
     Grids larger than the model window are generated window by window, sliding along time and then view
@@ -71,7 +74,7 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         explicit = click.get_current_context().get_parameter_source("model_name").name == "COMMANDLINE"
         try:
             engine, src = preflight(engine_dir, model_name=model_name if explicit else None, steps=steps,
-                                    dtype=dtype, device=device)
+                                    shift=shift, dtype=dtype, device=device)
         except EngineError as e:
             fail(EXIT_MODEL, str(e))
         if fp8:
@@ -146,7 +149,7 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
 
     scratch = Path(out_dir).absolute().parent  # where a grid too big for memory is spooled
     with tqdm(total=len(plan), desc="windows", unit="window", file=sys.stderr, disable=quiet, position=0) as wbar:
-        grid = generate_grid(pipe, row_f, col_f, steps=steps, seed=seed, overlap=overlap,
+        grid = generate_grid(pipe, row_f, col_f, steps=steps, seed=seed, shift=shift, overlap=overlap,
                              scratch_dir=scratch if scratch.is_dir() else None,
                              on_window_start=window_start, on_window_done=window_done)
     t_gen = time.perf_counter()
@@ -213,6 +216,8 @@ def info(as_json):
 @click.option("--grid", "grid_size", default=None, metavar="VxT", help="window the engine runs [default: the model's]")
 @click.option("--steps", type=click.IntRange(1, 1000), default=32, show_default=True,
               help="denoising steps (fixed in the engine: its σ schedule is folded in)")
+@click.option("--shift", type=click.FloatRange(0, min_open=True), default=None,
+              help="time shift of the σ schedule, fixed in the engine [default: generate's, 20]")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32", "fp8"]), default="auto", show_default=True,
               help="auto: bf16 on CUDA, fp32 on CPU (fp8: not implemented yet)")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
@@ -225,7 +230,8 @@ def info(as_json):
 @click.option("-o", "--out", "out_dir", required=True, help="engine directory to write")
 @click.option("--overwrite", is_flag=True, help="replace an existing engine directory")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest on stdout")
-def build_engine(model_name, grid_size, steps, dtype, device, runtime, onnx_check, out_dir, overwrite, as_json):
+def build_engine(model_name, grid_size, steps, dtype, device, runtime, onnx_check, out_dir, overwrite, as_json,
+                 shift=None):
     """Build an engine: model.onnx (fourreal.ops nodes + standard ONNX), the compiled step, manifest.json."""
     from pathlib import Path
 
@@ -240,8 +246,8 @@ def build_engine(model_name, grid_size, steps, dtype, device, runtime, onnx_chec
         fail(EXIT_OUTPUT, f"{out_dir}: exists (use --overwrite to replace it)")
     log = (lambda *a: None) if as_json else (lambda msg: click.echo(msg, err=True))
     try:
-        manifest = build(model_name, out_dir, grid=grid, steps=steps, dtype=dtype, device=device, runtime=runtime,
-                         ort_check=onnx_check, overwrite=overwrite, log=log)
+        manifest = build(model_name, out_dir, grid=grid, steps=steps, shift=shift, dtype=dtype, device=device,
+                         runtime=runtime, ort_check=onnx_check, overwrite=overwrite, log=log)
     except EngineError as e:
         fail(EXIT_MODEL, str(e))
     except ValueError as e:  # e.g. --device cuda without a GPU

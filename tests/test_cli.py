@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from conftest import make_video, smooth_frames
 
 from fourreal_rt.cli import main
+from fourreal_rt.sampler import DEFAULT_SHIFT
 
 H, W = 16, 24               # the tiny preset's frame size (its window is 4 x 4)
 V, T = 5, 6                 # the grid the fixture videos give: as many frames as the inputs have
@@ -56,6 +57,27 @@ def test_same_seed_same_frames_different_seed_different(videos, tmp_path):
     a, b, c = (np.load(tmp_path / n / "grid.npz")["frames"] for n in "abc")
     assert np.array_equal(a, b)
     assert not np.array_equal(a[1:, 1:], c[1:, 1:])
+
+
+def test_shift_option_changes_the_schedule_and_is_recorded(videos, tmp_path):
+    import torch
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    from fourreal_rt.model.weights import save_model
+    row, col = videos
+    torch.manual_seed(0)
+    model = TwoStreamModel(PRESETS["tiny"])
+    with torch.no_grad():                       # non-zero everywhere: the random preset's zero-init head would
+        for p in model.parameters():            # give every schedule the same (noise) frames
+            p.copy_(torch.randn(p.shape) * 0.2)
+    save_model(model, tmp_path / "m")
+    assert generate(row, col, tmp_path / "a", "--model", tmp_path / "m", "--shift", 3).exit_code == 0
+    assert generate(row, col, tmp_path / "b", "--model", tmp_path / "m").exit_code == 0
+    a, b = (np.load(tmp_path / n / "grid.npz")["frames"] for n in "ab")
+    assert not np.array_equal(a[1:, 1:], b[1:, 1:])
+    meta_a, meta_b = (json.loads((tmp_path / n / "meta.json").read_text()) for n in "ab")
+    assert meta_a["sigma_shift"] == 3.0 and meta_b["sigma_shift"] == DEFAULT_SHIFT
+    r = generate(row, col, tmp_path / "c", "--shift", 0)
+    assert r.exit_code == 2 and not (tmp_path / "c").exists()
 
 
 def test_existing_output_needs_overwrite(videos, tmp_path):

@@ -189,7 +189,7 @@ def edit_manifest(e, fn):
     p.write_text(json.dumps(m))
 
 
-@pytest.mark.parametrize("case", ["package", "gpu", "format", "steps", "dtype", "model"])
+@pytest.mark.parametrize("case", ["package", "gpu", "format", "steps", "shift", "dtype", "model"])
 def test_mismatched_engine_is_refused(built, tmp_path, case):
     e = copy_engine(built, tmp_path)
     extra = []
@@ -205,6 +205,9 @@ def test_mismatched_engine_is_refused(built, tmp_path, case):
         words = ["format 99"]
     elif case == "steps":
         extra, words = ["--steps", STEPS + 1], [f"built for {STEPS} steps", f"asked for {STEPS + 1}"]
+    elif case == "shift":
+        shift = E.read_manifest(e)["shift"]
+        extra, words = ["--shift", shift + 1], [f"built for σ shift {shift}", f"asked for {shift + 1}"]
     elif case == "dtype":
         extra, words = ["--dtype", "bf16"], ["built for fp32", "bf16"]
     else:
