@@ -243,14 +243,16 @@ def _distributed(cuda: bool) -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-def _all_reduce(x: float, world: int, device, op: str) -> float:
-    """x combined over all processes ("max" or "mean"): every rank must take the same decisions."""
+def _all_reduce(x: float | list[float], world: int, device, op: str) -> float | list[float]:
+    """x (a number or a list of them) combined over all processes ("max" or "mean"), in one collective: every
+    rank must take the same decisions."""
     if world == 1:
         return x
     import torch.distributed as dist
-    t = torch.tensor([x], dtype=torch.float64, device=device)
+    t = torch.tensor(x if isinstance(x, list) else [x], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return t.item() / (world if op == "mean" else 1)
+    out = [v / (world if op == "mean" else 1) for v in t.tolist()]
+    return out if isinstance(x, list) else out[0]
 
 
 def train(args) -> Path:
@@ -337,9 +339,11 @@ def train(args) -> Path:
     t_last, losses = time.time(), []
     first_step = info["step"]
     while True:
-        # one decision for all processes: rank 0's clock and counters, or any rank out of its chunk's time
-        stop = info["step"] >= args.steps or time.time() >= t_end or info["train_s"] >= budget_s
-        if _all_reduce(float(stop), world, device, "max"):
+        # one decision for all processes, one collective: any rank out of steps or of its chunk's time, and the
+        # training clock of the slowest rank (which the LR schedule and the run's budget then read)
+        done = float(info["step"] >= args.steps or time.time() >= t_end)
+        done, info["train_s"] = _all_reduce([done, info["train_s"]], world, device, "max")
+        if done or info["train_s"] >= budget_s:
             break
         step, t_step = info["step"], time.time()
         progress = max(step / args.steps, info["train_s"] / budget_s)
@@ -359,7 +363,7 @@ def train(args) -> Path:
         losses.append(loss.item())
         info["step"] = step + 1
         if not (args.compile and step == first_step):       # torch.compile's compilation is not training time
-            info["train_s"] = _all_reduce(info["train_s"] + time.time() - t_step, world, device, "max")
+            info["train_s"] += time.time() - t_step          # this rank's; combined at the next loop's top
         if info["step"] % args.log_every == 0:
             mean = _all_reduce(sum(losses) / len(losses), world, device, "mean")
             rec = {"step": info["step"], "train_s": round(info["train_s"], 1), "loss": mean,
