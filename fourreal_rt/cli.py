@@ -169,7 +169,8 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         fail(EXIT_OUTPUT, f"{out_dir}: cannot write output ({e.strerror or e})")
     total = time.perf_counter() - t0
     summary = {"out": str(path), "frames": list(grid.frames.shape), "model": src.name, "trained": src.trained,
-               "steps": steps, "seed": seed, "device": str(pipe.device), "windows": len(plan),
+               "steps": steps, "seed": seed, "sigma_shift": grid.meta["sigma_shift"], "device": str(pipe.device),
+               "windows": len(plan),
                "generate_s": round(t_gen - t_load, 3),
                "total_s": round(total, 3)}
     if as_json:

@@ -76,6 +76,8 @@ def test_shift_option_changes_the_schedule_and_is_recorded(videos, tmp_path):
     assert not np.array_equal(a[1:, 1:], b[1:, 1:])
     meta_a, meta_b = (json.loads((tmp_path / n / "meta.json").read_text()) for n in "ab")
     assert meta_a["sigma_shift"] == 3.0 and meta_b["sigma_shift"] == DEFAULT_SHIFT
+    r = generate(row, col, tmp_path / "d", "--model", tmp_path / "m", "--shift", 5, "--json")
+    assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["sigma_shift"] == 5.0
     r = generate(row, col, tmp_path / "c", "--shift", 0)
     assert r.exit_code == 2 and not (tmp_path / "c").exists()
 
