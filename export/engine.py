@@ -913,13 +913,11 @@ def engine_pipeline(engine: Engine):
 
         def denoise_window(self, known, mask, *, steps=None, seed=0, shift=None, progress=None):
             steps = engine.manifest["steps"] if steps is None else steps
-            shift = engine.manifest["shift"] if shift is None else shift
-            check_request(engine.manifest, steps=steps, shift=shift)
+            check_request(engine.manifest, steps=steps, shift=shift)   # shift None: default_shift, the engine's
             return super().denoise_window(known, mask, steps=steps, seed=seed, shift=shift, progress=progress)
 
         def __call__(self, row, col, *, steps=None, seed=0, shift=None, progress=None):
             steps = engine.manifest["steps"] if steps is None else steps
-            shift = engine.manifest["shift"] if shift is None else shift
             grid = super().__call__(row, col, steps=steps, seed=seed, shift=shift, progress=progress)
             grid.meta["engine"] = engine.info()
             return grid
