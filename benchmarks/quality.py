@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -118,8 +119,8 @@ def main():
         a, b = preds["soft (trained), FP8 e4m3"], preds["soft (trained)"]
         extra["fp8_vs_bf16_psnr"] = float(np.mean([quality.psnr(x, y) for x, y in zip(a, b)]))
         print(f"FP8 vs bf16 (same seed): {extra['fp8_vs_bf16_psnr']:.2f} dB", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    commit = os.environ.get("FOURREAL_COMMIT") or subprocess.run(   # the tree's commit where its .git is stale
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     device_name = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     result = {"rows": rows, "n": args.n, "split": args.split, "steps": args.steps, "shift": args.shift, "device": device_name,
               "commit": commit,

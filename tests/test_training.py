@@ -5,7 +5,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from fourreal_rt.training.train import CKPT, main, sample_sigma
+from fourreal_rt.training.train import CKPT, ema_update, main, sample_sigma
 
 
 def info_of(run):
@@ -65,6 +65,38 @@ def test_stage2_continues_a_stage2_model_whole(tmp_path):
     meta3 = json.loads((s3 / "model" / "config.json").read_text())
     assert meta3["continued_from"]["train_steps"] == 1 and "continued_from" not in json.loads(
         (s4 / "model" / "config.json").read_text())
+
+
+def test_ema_update_is_the_warmed_up_moving_average():
+    a, w = [torch.zeros(3)], [torch.ones(3)]
+    ema_update(a, w, 0.99, 0)                        # young average: decay (1 + 0) / 10 = 0.1
+    assert torch.allclose(a[0], torch.full((3,), 0.9))
+    ema_update(a, [torch.full((3,), 2.0)], 0.5, 100)  # old: the decay itself
+    assert torch.allclose(a[0], torch.full((3,), 1.45))
+
+
+def test_ema_exports_the_average_and_resumes_it(tmp_path):
+    """--ema: model/ holds the average of the trained weights, model_online/ the raw ones; the checkpoint keeps
+    the average, so a resumed chunk continues it rather than starting over."""
+    torch.set_num_threads(1)
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    common = ["--batch", "1", "--pool", "2", "--log-every", "1", "--preset", "tiny", "--lr", "1e-2"]
+    main(["--stage", "1", "--out", str(s1), "--steps", "1", *common])
+    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "2",
+          "--ema", "0.9", *common])
+    w1 = load_file(str(s1 / "model" / "model.safetensors"))
+    avg, online = (load_file(str(s2 / d / "model.safetensors")) for d in ("model", "model_online"))
+    assert all(torch.equal(w1[k], avg[k]) and torch.equal(w1[k], online[k]) for k in w1 if k.startswith("base."))
+    syncs = [k for k in avg if k.startswith("syncs.")]
+    assert any(not torch.equal(avg[k], online[k]) for k in syncs)
+    with safe_open(str(s2 / CKPT), "pt") as f:
+        assert {f"ema/{k}" for k in syncs} <= set(f.keys())
+    assert info_of(s2)["ema_updates"] == 2
+    meta = json.loads((s2 / "model" / "config.json").read_text())
+    assert meta["weights"] == "EMA 0.9 over 2 updates"
+    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "3",
+          "--ema", "0.9", *common])
+    assert info_of(s2)["ema_updates"] == 3
 
 
 def test_sigma_shift_moves_training_noise_up():

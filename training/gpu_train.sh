@@ -10,12 +10,16 @@
 #   QUALITY=1                     then benchmarks/quality.py on INIT and the trained variants ($OUT/quality.json);
 #                                 QARGS="--fp8" adds the soft model in FP8 and its PSNR against bf16; QSTAGE1=0 skips
 #                                 the training-free syncs
-#   QSWEEP="3 10"                 then the sampler's σ shift for the last model: quality on VAL at each
-#                                 ($OUT/quality_sweep.jsonl), then on TEST at the best ($OUT/quality_test.json)
+#   QSWEEP="3 10"                 then the sampler's σ shift for the last model: quality on VAL at each, one run a
+#                                 GPU at a time (with EMA: the average and the online weights) ($OUT/quality_sweep.jsonl),
+#                                 then on TEST at the best ($OUT/quality_test.json)
 #   WINDOWS=n                     then benchmarks/bench_windows.py quality on n scenes with the last model trained
 #   NPROC=n                       data-parallel over n GPUs (torchrun; BATCH/BATCH2 grids per GPU)
 #   COMPILE=1                     torch.compile the model for training
 #   SSHIFT=s                      time shift of the training σ distribution (--sigma-shift; default 1)
+#   SEED=n                        a new run's train seeds start at n·1,000,000 (--seed; default 0)
+#   EMA=d                         also average the trained weights (--ema d): model/ is the average, model_online/ the
+#                                 raw weights (both shipped)
 #   FRESH=1                       stage 2 from a stage-2 INIT of the same sync: new sync layers (--fresh-sync), not
 #                                 the INIT's continued (the ablation variants from one stage-2 model need this)
 #   CKPT=1                        return each run's checkpoint ($OUT/ckpt_<run>/part_*, 15 MiB parts; weights float32,
@@ -36,6 +40,8 @@ else TRAIN=(python3 -m fourreal_rt.training); fi
 [ "${COMPILE:-0}" = 1 ] && TRAIN+=(--compile)
 [ -n "${SSHIFT:-}" ] && TRAIN+=(--sigma-shift "$SSHIFT")
 [ "${FRESH:-0}" = 1 ] && TRAIN+=(--fresh-sync)
+[ -n "${SEED:-}" ] && TRAIN+=(--seed "$SEED")
+[ -n "${EMA:-}" ] && TRAIN+=(--ema "$EMA")
 restore() {   # $1: run name (stage1, stage2_soft, …): continue a returned checkpoint unless the run is here already
   if [ ! -f "runs/$1/train_state.safetensors" ] && ls "runs/carry/ckpt_$1"/part_* >/dev/null 2>&1; then
     mkdir -p "runs/$1" && cat "runs/carry/ckpt_$1"/part_* > "runs/$1/train_state.safetensors"
@@ -70,6 +76,7 @@ for st in ${STAGES:-1 soft}; do
     give_ckpt "stage2_$st"
     if [[ " ${SHIP:-${STAGES}} " == *" ${st%-tuned} "* ]]; then
       mkdir -p "$OUT/$st" && cp -r "runs/stage2_$st/model" "$OUT/$st/"
+      [ -d "runs/stage2_$st/model_online" ] && cp -r "runs/stage2_$st/model_online" "$OUT/$st/"
     fi
   fi
 done
@@ -79,21 +86,39 @@ if [ "${QUALITY:-0}" = 1 ]; then
   for st in "${TRAINED[@]}"; do args+=("--$st" "runs/stage2_$st/model"); done
   timeout "${QTIMEOUT:-240}" python3 benchmarks/quality.py "${args[@]}" 2>&1 | tee "$OUT/quality.log"
 fi
-if [ -n "${QSWEEP:-}" ] && [ "${#TRAINED[@]}" -gt 0 ]; then   # the sampler's σ shift for the model trained last:
-  model="runs/stage2_${TRAINED[-1]}/model"                       # chosen on VAL, then TEST at it
+if [ -n "${QSWEEP:-}" ] && [ "${#TRAINED[@]}" -gt 0 ]; then   # for the model trained last: the sampler's σ shift
+  run="runs/stage2_${TRAINED[-1]}"                                # (and with EMA, which weights) chosen on VAL, one
+  models=("$run/model")                                           # run a GPU at a time, then TEST at the best
+  [ -d "$run/model_online" ] && models+=("$run/model_online")
+  ngpu=$(nvidia-smi -L | wc -l)
+  rm -f /tmp/val_*.json
+  i=0
+  for m in "${models[@]}"; do for sh in $QSWEEP; do
+    CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout 150 python3 benchmarks/quality.py --split val --n "${QN:-32}" \
+      --shift "$sh" --soft "$m" ${QARGS:-} --json "/tmp/val_$i.json" >"/tmp/val_$i.log" 2>&1 &
+    i=$((i + 1))
+    [ $((i % ngpu)) = 0 ] && wait
+  done; done
+  wait
   : >"$OUT/quality_sweep.jsonl"
-  for sh in $QSWEEP; do
-    rm -f "/tmp/val_$sh.json"
-    timeout 120 python3 benchmarks/quality.py --split val --n "${QN:-32}" --shift "$sh" --soft "$model" ${QARGS:-} \
-      --json "/tmp/val_$sh.json" 2>&1 | tail -2
-    [ -f "/tmp/val_$sh.json" ] && python3 -c "import json; print(json.dumps(json.load(open('/tmp/val_$sh.json'))))" >>"$OUT/quality_sweep.jsonl"
+  for f in /tmp/val_*.json; do
+    [ -f "$f" ] && python3 -c "import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))" "$f" >>"$OUT/quality_sweep.jsonl"
   done
-  best=$(python3 -c "import json; r=[json.loads(l) for l in open('$OUT/quality_sweep.jsonl')]; \
-print(max(r, key=lambda x: [w['psnr'] for w in x['rows'] if w['method']=='soft (trained)'][0])['shift'])" 2>/dev/null)
-  echo "VAL sweep: best σ shift ${best:-none (every run failed)}"
-  [ -n "$best" ] && \
-  timeout 120 python3 benchmarks/quality.py --split test --n "${QN:-32}" --shift "$best" --soft "$model" ${QARGS:-} \
-    --json "$OUT/quality_test.json" 2>&1 | tail -8
+  read -r best_model best_shift < <(python3 - "$OUT/quality_sweep.jsonl" <<'PY'
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+for r in runs:
+    r["model"] = r["argv"][r["argv"].index("--soft") + 1]
+    r["psnr"] = [w["psnr"] for w in r["rows"] if w["method"] == "soft (trained)"][0]
+    print(f"VAL {r['model']} shift {r['shift']:g}: {r['psnr']:.2f} dB", file=sys.stderr)
+best = max(runs, key=lambda r: r["psnr"])
+print(best["model"], best["shift"])
+PY
+)
+  echo "VAL sweep: best ${best_model:-none (every run failed)} at σ shift ${best_shift:-}"
+  [ -n "${best_model:-}" ] && \
+  timeout 150 python3 benchmarks/quality.py --split test --n "${QN:-32}" --shift "$best_shift" --soft "$best_model" \
+    ${QARGS:-} --json "$OUT/quality_test.json" 2>&1 | tail -8
 fi
 if [ -n "${WINDOWS:-}" ]; then   # issue 6: sliding windows vs tiles on a 16x16 grid, with the model trained last
   timeout "${WTIMEOUT:-150}" python3 benchmarks/bench_windows.py quality --model "runs/stage2_${TRAINED[-1]}/model" \

@@ -16,7 +16,8 @@ seed, log). The LR schedule runs over `--steps`, or over `--total-minutes` of tr
 Several GPUs: `torchrun --nproc-per-node N -m fourreal_rt.training …` trains data-parallel (DDP, NCCL); each
 process renders its own batches (`--batch` grids each) from its own train seeds, and rank 0 writes the checkpoint.
 The checkpoint keeps weights in float32 and the AdamW moments in bfloat16 (half the bytes: it has to travel
-between device calls).
+between device calls). `--ema DECAY` keeps an exponential moving average of the trained weights (float32, in the
+checkpoint too) and exports it as `model/`, the raw weights as `model_online/`.
 """
 from __future__ import annotations
 
@@ -186,9 +187,10 @@ class StageLoss(torch.nn.Module):
 # --------------------------------------------------------------------------------------------
 # checkpoints: safetensors for weights (float32) and AdamW moments (bfloat16), JSON for counters
 # --------------------------------------------------------------------------------------------
-def save_checkpoint(out: Path, model, opt, info: dict):
+def save_checkpoint(out: Path, model, opt, info: dict, ema: dict | None = None):
     names = {id(p): n for n, p in model.named_parameters()}
     tensors = {f"model/{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors.update({f"ema/{k}": v.contiguous().cpu() for k, v in (ema or {}).items()})
     for group in opt.param_groups:
         for p in group["params"]:
             st = opt.state.get(p)
@@ -201,7 +203,8 @@ def save_checkpoint(out: Path, model, opt, info: dict):
     os.replace(tmp, out / CKPT)
 
 
-def load_checkpoint(out: Path, model, opt) -> dict:
+def load_checkpoint(out: Path, model, opt, ema: dict | None = None) -> dict:
+    """Restores model, optimizer and, where the checkpoint has them, the EMA weights (into `ema`, in place)."""
     from safetensors import safe_open
     with safe_open(str(out / CKPT), "pt") as f:
         info = json.loads(f.metadata()["info"])
@@ -214,7 +217,19 @@ def load_checkpoint(out: Path, model, opt) -> dict:
         opt.state[p] = {"step": torch.tensor(step),
                         "exp_avg": tensors[f"opt/{name}/exp_avg"].to(dev, torch.float32),
                         "exp_avg_sq": tensors[f"opt/{name}/exp_avg_sq"].to(dev, torch.float32)}
+    if ema is not None and all(f"ema/{name}" in tensors for name in ema):
+        for name, e in ema.items():
+            e.copy_(tensors[f"ema/{name}"])
+    else:
+        info.pop("ema_updates", None)                         # no average to continue: a new one starts
     return info
+
+
+def ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float, n: int):
+    """ema ← d·ema + (1 − d)·θ after the n-th update (n = 0, 1, …) of this average, with d = min(decay,
+    (1 + n) / (10 + n)): a short memory while the average is young (the warm-up of timm's ModelEmaV2)."""
+    d = min(decay, (1 + n) / (10 + n))
+    torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,10 +322,17 @@ def train(args) -> Path:
 
     info = {"step": 0, "seed_next": 0, "train_s": 0.0, "stage": args.stage, "sync": cfg.sync, "argv": sys.argv[1:],
             "total_s": None, "world": world, "batch": args.batch}
+    names = {id(p): n for n, p in model.named_parameters()}
+    ema = {names[id(p)]: p.detach().float().clone() for p in params} if args.ema else None   # name -> fp32 copy
     if (out / CKPT).exists():
-        info = load_checkpoint(out, model, opt)
+        info = load_checkpoint(out, model, opt, ema)
         if rank == 0:
             print(f"resumed {out} at step {info['step']}", flush=True)
+    if ema is not None and "ema_updates" not in info:       # a new average (also on a run that had none)
+        for p in params:
+            ema[names[id(p)]].copy_(p.detach())
+        info["ema_updates"] = 0
+    ema_pairs = [list(ema.values()), params] if ema is not None else None   # (averages, their parameters)
     gen = torch.Generator(device=device).manual_seed(hash((args.seed, info["step"], rank)) % 2 ** 62)
     # each process takes train seeds from its own stretch of TRAIN_SEEDS, continuing where the last chunk stopped
     stride = len(TRAIN_SEEDS) // MAX_PROCESSES
@@ -360,6 +382,9 @@ def train(args) -> Path:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if ema is not None:
+            ema_update(*ema_pairs, args.ema, info["ema_updates"])
+            info["ema_updates"] += 1
         losses.append(loss.item())
         info["step"] = step + 1
         if not (args.compile and step == first_step):       # torch.compile's compilation is not training time
@@ -375,16 +400,22 @@ def train(args) -> Path:
                 log.flush()
             t_last, losses = time.time(), []
         if info["step"] % args.save_every == 0:
-            _save(out, model, opt, info, data, world, device, rank)
-    _save(out, model, opt, info, data, world, device, rank)
+            _save(out, model, opt, info, data, world, device, rank, ema)
+    _save(out, model, opt, info, data, world, device, rank, ema)
     if rank == 0:
         model.eval()
         blocks_trained = args.stage == 1 or args.tune_blocks or init_meta.get("blocks") == "trained"
-        save_model(model, out / "model", dtype=getattr(torch, args.save_dtype),
-                   extra={"stage": args.stage, "train_steps": info["step"], "grids_per_step": args.batch * world,
-                          "sigma_shift": args.sigma_shift, "blocks": "trained" if blocks_trained else "frozen",
-                          "trained_on": "fourreal_rt.data synthetic scenes (train seeds)",
-                          **({"continued_from": init_meta} if init_meta else {})})
+        extra = {"stage": args.stage, "train_steps": info["step"], "grids_per_step": args.batch * world,
+                 "sigma_shift": args.sigma_shift, "blocks": "trained" if blocks_trained else "frozen",
+                 "trained_on": "fourreal_rt.data synthetic scenes (train seeds)",
+                 **({"continued_from": init_meta} if init_meta else {})}
+        if ema is not None:                                  # the raw weights, then the average as model/
+            save_model(model, out / "model_online", dtype=getattr(torch, args.save_dtype),
+                       extra={**extra, "weights": "online"})
+            with torch.no_grad():
+                torch._foreach_copy_(*ema_pairs[::-1])
+            extra = {**extra, "weights": f"EMA {args.ema:g} over {info['ema_updates']} updates"}
+        save_model(model, out / "model", dtype=getattr(torch, args.save_dtype), extra=extra)
         print(f"saved {out / 'model'} at step {info['step']}", flush=True)
     if world > 1:
         import torch.distributed as dist
@@ -393,7 +424,7 @@ def train(args) -> Path:
     return out / "model"
 
 
-def _save(out, model, opt, info, data, world, device, rank):
+def _save(out, model, opt, info, data, world, device, rank, ema=None):
     """Rank 0 writes the checkpoint, with every process's next train seed."""
     seeds = torch.zeros(world, dtype=torch.float64, device=device)
     seeds[rank] = data.next_seed
@@ -404,7 +435,7 @@ def _save(out, model, opt, info, data, world, device, rank):
     info["seed_next"] = max(info["seeds_next"])
     info["world"] = world
     if rank == 0:
-        save_checkpoint(out, model, opt, info)
+        save_checkpoint(out, model, opt, info, ema)
 
 
 def _positive(text: str) -> float:
@@ -438,6 +469,9 @@ def parser() -> argparse.ArgumentParser:
                    help="stage 2 from a stage-2 model of the same sync: new sync layers instead of continuing them")
     p.add_argument("--sigma-shift", type=_positive, default=1.0,
                    help="time shift of the training σ distribution (logit-normal; > 1: more high-noise training)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="also average the trained weights (e.g. 0.998) and export the average as model/ "
+                        "(the raw weights as model_online/); default 0: none")
     p.add_argument("--pseudo-frac", type=float, default=0.25, help="stage 2: share of pseudo-4D batches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=256, help="scenes kept on the device")
