@@ -10,8 +10,8 @@
 #   QUALITY=1                     then benchmarks/quality.py on INIT and the trained variants ($OUT/quality.json);
 #                                 QARGS="--fp8" adds the soft model in FP8 and its PSNR against bf16; QSTAGE1=0 skips
 #                                 the training-free syncs
-#   QSWEEP="3 10"                 then the sampler's σ shift for the last model: quality on VAL at each, one run a
-#                                 GPU at a time (with EMA: the average and the online weights) ($OUT/quality_sweep.jsonl),
+#   QSWEEP="3 10"                 then the sampler's σ shift for the last model: quality on VAL at each
+#                                 (with EMA: the average and the online weights) ($OUT/quality_sweep.jsonl),
 #                                 then on TEST at the best ($OUT/quality_test.json)
 #   WINDOWS=n                     then benchmarks/bench_windows.py quality on n scenes with the last model trained
 #   NPROC=n                       data-parallel over n GPUs (torchrun; BATCH/BATCH2 grids per GPU)
@@ -87,19 +87,16 @@ if [ "${QUALITY:-0}" = 1 ]; then
   timeout "${QTIMEOUT:-240}" python3 benchmarks/quality.py "${args[@]}" 2>&1 | tee "$OUT/quality.log"
 fi
 if [ -n "${QSWEEP:-}" ] && [ "${#TRAINED[@]}" -gt 0 ]; then   # for the model trained last: the sampler's σ shift
-  run="runs/stage2_${TRAINED[-1]}"                                # (and with EMA, which weights) chosen on VAL, one
-  models=("$run/model")                                           # run a GPU at a time, then TEST at the best
+  run="runs/stage2_${TRAINED[-1]}"                                # (and with EMA, which weights) chosen on VAL,
+  models=("$run/model")                                           # then TEST at the best
   [ -d "$run/model_online" ] && models+=("$run/model_online")
-  ngpu=$(nvidia-smi -L | wc -l)
-  rm -f /tmp/val_*.json
-  i=0
+  rm -f /tmp/val_*.json                                          # (~20 s each on an H200: 4 side by side on 4
+  i=0                                                             # GPUs hung past 150 s, so one after another)
   for m in "${models[@]}"; do for sh in $QSWEEP; do
-    CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout 150 python3 benchmarks/quality.py --split val --n "${QN:-32}" \
-      --shift "$sh" --soft "$m" ${QARGS:-} --json "/tmp/val_$i.json" >"/tmp/val_$i.log" 2>&1 &
+    timeout 100 python3 benchmarks/quality.py --split val --n "${QN:-32}" --shift "$sh" --soft "$m" ${QARGS:-} \
+      --json "/tmp/val_$i.json" 2>&1 | tail -1
     i=$((i + 1))
-    [ $((i % ngpu)) = 0 ] && wait
   done; done
-  wait
   : >"$OUT/quality_sweep.jsonl"
   for f in /tmp/val_*.json; do
     [ -f "$f" ] && python3 -c "import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))" "$f" >>"$OUT/quality_sweep.jsonl"
