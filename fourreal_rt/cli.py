@@ -36,8 +36,8 @@ def main():
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="denoising steps [default: 16, or the engine's]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--shift", type=click.FloatRange(0, min_open=True), default=None,
-              help="time shift of the σ schedule [default: 20, or the engine's]; smaller spends more of the steps "
-                   "at low noise (on validation scenes PSNR and SSIM rose with the shift up to 20: benchmarks/RESULTS.md)")
+              help="time shift of the σ schedule [default: 60, or the engine's]; smaller spends more of the steps "
+                   "at low noise (on validation scenes PSNR and SSIM rose with the shift up to 60: benchmarks/RESULTS.md)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--grid", "grid_size", default=None, metavar="VxT",
@@ -218,7 +218,7 @@ def info(as_json):
 @click.option("--steps", type=click.IntRange(1, 1000), default=32, show_default=True,
               help="denoising steps (fixed in the engine: its σ schedule is folded in)")
 @click.option("--shift", type=click.FloatRange(0, min_open=True), default=None,
-              help="time shift of the σ schedule, fixed in the engine [default: generate's, 20]")
+              help="time shift of the σ schedule, fixed in the engine [default: generate's, 60]")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32", "fp8"]), default="auto", show_default=True,
               help="auto: bf16 on CUDA, fp32 on CPU (fp8: not implemented yet)")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,

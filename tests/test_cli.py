@@ -82,6 +82,14 @@ def test_shift_option_changes_the_schedule_and_is_recorded(videos, tmp_path):
     assert r.exit_code == 2 and not (tmp_path / "c").exists()
 
 
+def test_help_states_the_sampler_default_shift():
+    """The CLI imports no torch, so its --shift help restates DEFAULT_SHIFT: it must be the same number."""
+    import re
+    for command in ("generate", "build-engine"):
+        text = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+        assert re.search(rf"\[default: (generate's, )?{DEFAULT_SHIFT:g}\b", text), text
+
+
 def test_existing_output_needs_overwrite(videos, tmp_path):
     row, col = videos
     out = tmp_path / "OUT"
