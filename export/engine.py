@@ -912,19 +912,12 @@ def engine_pipeline(engine: Engine):
                     "weights_sha256": m.get("weights_sha256")}
 
         def denoise_window(self, known, mask, *, steps=None, seed=0, shift=None, progress=None):
-            steps = engine.manifest["steps"] if steps is None else steps
-            check_request(engine.manifest, steps=steps, shift=shift)   # shift None: default_shift, the engine's
+            check_request(engine.manifest, steps=steps, shift=shift)   # None: the defaults, the engine's
             return super().denoise_window(known, mask, steps=steps, seed=seed, shift=shift, progress=progress)
-
-        def __call__(self, row, col, *, steps=None, seed=0, shift=None, progress=None):
-            steps = engine.manifest["steps"] if steps is None else steps
-            grid = super().__call__(row, col, steps=steps, seed=seed, shift=shift, progress=progress)
-            grid.meta["engine"] = engine.info()
-            return grid
 
     src = ModelSource(engine.manifest["model"]["name"], engine.cfg, None)
     pipe = EnginePipeline(engine.model, src, engine.device, engine.dtype)
-    pipe.default_shift = engine.manifest["shift"]
+    pipe.default_steps, pipe.default_shift = engine.manifest["steps"], engine.manifest["shift"]
     pipe.denoiser = engine.denoiser
     pipe.engine = engine
     return pipe

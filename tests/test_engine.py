@@ -140,6 +140,20 @@ def test_generate_with_engine_equals_generate_with_model(built, tmp_path):
     assert meta["model"]["weights_sha256"] == E.sha256_file(built["model"] / "model.safetensors")
 
 
+def test_engine_pipeline_from_python_takes_the_engine_steps_and_shift(built):
+    """From Python, the engine's pipeline defaults to the steps and σ shift it was built for, records the engine,
+    and refuses other steps with the engine's message."""
+    pipe = E.engine_pipeline(E.load_engine(built["engine"], device="cpu"))
+    row = smooth_frames(T, H, W, seed=1)
+    col = smooth_frames(V, H, W, seed=2)
+    grid = pipe(row, col, seed=5)
+    m = E.read_manifest(built["engine"])
+    assert grid.meta["steps"] == STEPS == pipe.default_steps and grid.meta["sigma_shift"] == m["shift"]
+    assert grid.meta["engine"]["runtime"]["name"] == "eager"
+    with pytest.raises(E.EngineError, match=f"engine built for {STEPS} steps, asked for {STEPS + 1}"):
+        pipe(row, col, steps=STEPS + 1)
+
+
 @pytest.mark.parametrize("damage,words", [
     ("flip", ["weights.safetensors", "damaged", "sha256"]),             # read by the step: checked before use
     ("flip-onnx", ["model.onnx", "damaged", "sha256"]),                 # not read: checked before any output

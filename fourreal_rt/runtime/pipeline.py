@@ -78,7 +78,9 @@ class Pipeline:
         self.denoiser: Callable = model     # an engine may replace this with a compiled step
         self.kernels = False                # our CUDA kernels in use (set by from_pretrained on CUDA)
         self.fp8 = False                    # block linears in e4m3 (set by from_pretrained)
+        self.default_steps = DEFAULT_STEPS  # steps when a call gives none (an engine: the ones it was built for)
         self.default_shift = DEFAULT_SHIFT  # σ shift when a call gives none (an engine: the one it was built for)
+        self.engine = None                  # the engine whose step is the denoiser, if any (export.engine)
         self.first_step_s = None            # first step of the first window since reset to None, synchronized (s)
         self._weights_sha256 = None         # Future: the weights file's sha256 for meta.json, hashed while we denoise
         if source.trained:                  # (0.8 GB of paper-preset weights: 1.4 s that would follow the last step)
@@ -124,7 +126,7 @@ class Pipeline:
                 "path": str(src.directory) if src.directory else None,
                 "weights_sha256": self._weights_sha256.result() if self._weights_sha256 else None}
 
-    def denoise_window(self, known: np.ndarray, mask: np.ndarray, *, steps: int = DEFAULT_STEPS, seed: int = 0,
+    def denoise_window(self, known: np.ndarray, mask: np.ndarray, *, steps: int | None = None, seed: int = 0,
                        shift: float | None = None, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Fill the unknown frames of one model-sized window.
 
@@ -137,6 +139,7 @@ class Pipeline:
             raise ValueError(f"known must be uint8 {(V, T, H, W, 3)}, got {known.dtype} {known.shape}")
         if mask.shape != (V, T):
             raise ValueError(f"mask must be {(V, T)}, got {mask.shape}")
+        steps = self.default_steps if steps is None else steps
         shift = self.default_shift if shift is None else shift
         t0 = time.perf_counter()
 
@@ -152,7 +155,7 @@ class Pipeline:
                    steps=steps, seed=seed, shift=shift, device=self.device, dtype=self.dtype, progress=step_done)
         return out[0].numpy()
 
-    def __call__(self, row: np.ndarray, col: np.ndarray, *, steps: int = DEFAULT_STEPS, seed: int = 0,
+    def __call__(self, row: np.ndarray, col: np.ndarray, *, steps: int | None = None, seed: int = 0,
                  shift: float | None = None, progress: Callable[[int], None] | None = None) -> Grid:
         """row: uint8 [T, H, W, 3] (view 0, fixed-view video); col: uint8 [V, H, W, 3] (time 0,
         freeze-time video). Frame [0, 0] is taken from the row. Returns the whole grid."""
@@ -167,11 +170,12 @@ class Pipeline:
         mask = np.zeros((V, T), bool)
         mask[0, :] = mask[:, 0] = True
         t0 = time.perf_counter()
+        steps = self.default_steps if steps is None else steps
         shift = self.default_shift if shift is None else shift
         self.first_step_s = None
         frames = self.denoise_window(known, mask, steps=steps, seed=seed, shift=shift, progress=progress)
         meta = {"fourreal_rt": __version__, "model": self.model_info(), "seed": seed, "steps": steps,
                 "sigma_shift": shift, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                "engine": None, "torch": torch.__version__,
+                "engine": self.engine.info() if self.engine is not None else None, "torch": torch.__version__,
                 "timings_s": {"denoise": round(time.perf_counter() - t0, 3), "first_step": self.first_step_s}}
         return Grid(frames, meta)

@@ -392,7 +392,7 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
 
     from .pipeline import DEFAULT_STEPS, Grid
 
-    steps = steps or DEFAULT_STEPS
+    steps = steps or getattr(pipe, "default_steps", DEFAULT_STEPS)
     T, V = len(row), len(col)
     H, W = pipe.frame_size
     plan = plan_windows(V, T, pipe.grid_shape, overlap, seed)
