@@ -11,8 +11,9 @@ done once at build time (`sigma_tables`); a step looks its row up on the device 
 
 `Layer` is one layer as a function of its inputs *and its weights*: block φ_l on the columns (view
 stream), φ_l on the rows (time stream), then the sync layer; every layer has the same shapes, so one
-compiled `Layer` serves all L of them. Its arithmetic is `Block.forward` / the sync modules' line for line
-(the tests hold it to the model's output).
+compiled `Layer` serves all L of them. A block's residual branches are `Block`'s own (`block_residuals`); the
+attention and sync restate `Attention.forward` / the sync modules with the weights as inputs (the tests hold the
+step to the model's output, bit for bit).
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fourreal_rt import ops
+from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, velocity
 from fourreal_rt.ops.fused import linear_mlp
-from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, velocity
 
 SUPPORTED_SYNC = ("soft", "hard", "average", "weighted")
 LAYER_WEIGHTS = ("qkv_w", "qkv_b", "proj_w", "proj_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "sync_w", "sync_b")
@@ -68,15 +69,13 @@ def sigma_tables(model, sigmas: torch.Tensor, dtype: torch.dtype) -> dict:
 
 
 def block_apply(x, mod, cos, sin, axis: str, heads: int, qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b):
-    """`Block.forward` with its adaLN vector given. x: [B, V, T, N, D]; mod: [B, 6D]."""
-    sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, -1)                               # [B, D] each
-    h = ops.modulated_layernorm(x, sh1, sc1)
-    B, V, T, N, D = h.shape
-    q, k, v = F.linear(h, qkv_w, qkv_b).view(B, V, T, N, 3, heads, D // heads).unbind(4)  # [B, V, T, N, H, hd]
-    o = ops.grid_attention(q, k, v, cos, sin, axis)                             # [B, V, T, N, H, hd]
-    x = ops.gated_residual(x, F.linear(o.flatten(-2), proj_w, proj_b), g1)      # [B, V, T, N, D]
-    h = ops.modulated_layernorm(x, sh2, sc2)
-    return ops.gated_residual(x, linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b), g2)
+    """`Block.forward` with its adaLN vector and weights given. x: [B, V, T, N, D]; mod: [B, 6D]."""
+    def attend(h):                                                              # `Attention.forward`
+        B, V, T, N, D = h.shape
+        q, k, v = F.linear(h, qkv_w, qkv_b).view(B, V, T, N, 3, heads, D // heads).unbind(4)  # [B, V, T, N, H, hd]
+        o = ops.grid_attention(q, k, v, cos, sin, axis)                         # [B, V, T, N, H, hd]
+        return F.linear(o.flatten(-2), proj_w, proj_b)                          # [B, V, T, N, D]
+    return block_residuals(x, mod, attend, lambda h: linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b))
 
 
 class Layer(nn.Module):

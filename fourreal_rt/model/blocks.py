@@ -62,6 +62,16 @@ class Attention(nn.Module):
         return self.proj(o.flatten(-2))                                       # [B, V, T, N, D]
 
 
+def block_residuals(x: torch.Tensor, mod: torch.Tensor, attend, feed_forward) -> torch.Tensor:
+    """φ_l's two gated residual branches with its adaLN vector given (shared by `Block` and the engine's
+    functional layer, export/step.py). x: [B, V, T, N, D]; mod: [B, 6D]; attend, feed_forward: [.., D] -> [.., D]."""
+    sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, -1)                            # [B, D] each
+    h = ops.modulated_layernorm(x, sh1, sc1)
+    x = ops.gated_residual(x, attend(h), g1)
+    h = ops.modulated_layernorm(x, sh2, sc2)
+    return ops.gated_residual(x, feed_forward(h), g2)
+
+
 class Block(nn.Module):
     """φ_l: adaLN-zero DiT block. y = x + φ_l(x; c) (eq. 1), attention along one grid axis."""
 
@@ -77,11 +87,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope, axis: str, attn: Attention | None = None):
         # x: [B, V, T, N, D]; c: [B, D] (σ + context embedding)
-        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c)).chunk(6, -1)        # [B, D] each
-        h = ops.modulated_layernorm(x, sh1, sc1)
-        x = ops.gated_residual(x, (attn or self.attn)(h, rope, axis), g1)
-        h = ops.modulated_layernorm(x, sh2, sc2)
-        return ops.gated_residual(x, mlp(h, self.fc1, self.fc2), g2)            # fc2(GELU_tanh(fc1(h)))
+        return block_residuals(x, self.ada(F.silu(c)), lambda h: (attn or self.attn)(h, rope, axis),
+                               lambda h: mlp(h, self.fc1, self.fc2))           # fc2(GELU_tanh(fc1(h)))
 
 
 class BaseVideoModel(nn.Module):
