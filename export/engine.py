@@ -758,7 +758,7 @@ PART_BYTES = 64 << 20   # files larger than this also get the sha256 of each 64 
 
 def file_entry(p: Path) -> dict:
     """The manifest's entry for one engine file: sha256 and size, and for large files the parts' sha256 (hashed
-    in parallel threads beside the whole file's sha256, which is the build's longest hash)."""
+    in parallel threads beside the whole file's sha256, one thread's sequential read)."""
     size = p.stat().st_size
     if size <= PART_BYTES:
         return {"sha256": sha256_file(p), "bytes": size}

@@ -69,6 +69,7 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
 
     t0 = time.perf_counter()
     engine = None
+    EngineError = ()  # noqa: N806  (an except clause that catches nothing unless an engine is used)
     if engine_dir:  # the engine replaces the model; manifest, device and explicit options checked here, cheaply
         from .export.engine import EngineError, preflight
         explicit = click.get_current_context().get_parameter_source("model_name").name == "COMMANDLINE"
@@ -149,17 +150,15 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
 
     scratch = Path(out_dir).absolute().parent  # where a grid too big for memory is spooled
     with tqdm(total=len(plan), desc="windows", unit="window", file=sys.stderr, disable=quiet, position=0) as wbar:
-        grid = generate_grid(pipe, row_f, col_f, steps=steps, seed=seed, shift=shift, overlap=overlap,
-                             scratch_dir=scratch if scratch.is_dir() else None,
-                             on_window_start=window_start, on_window_done=window_done)
+        try:  # with an engine, the grid's meta waits for the background sha256 of the files the step does not read
+            grid = generate_grid(pipe, row_f, col_f, steps=steps, seed=seed, shift=shift, overlap=overlap,
+                                 scratch_dir=scratch if scratch.is_dir() else None,
+                                 on_window_start=window_start, on_window_done=window_done)
+        except EngineError as e:
+            fail(EXIT_MODEL, str(e))
     t_gen = time.perf_counter()
     grid.meta["inputs"] = report
     grid.meta["timings_s"].update({"read_inputs": round(t_read - t0, 3), "load_model": round(t_load - t_read, 3)})
-    if engine is not None:  # info() waits for the background sha256 of the engine files the step does not read
-        try:
-            grid.meta["engine"] = pipe.engine.info()
-        except ValueError as e:
-            fail(EXIT_MODEL, str(e))
     fps = float(report.get("row", {}).get("fps") or 8.0)
     try:
         path = grid.save(out_dir, fps=fps, overwrite=overwrite)

@@ -97,6 +97,10 @@ def test_ema_exports_the_average_and_resumes_it(tmp_path):
     main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "3",
           "--ema", "0.9", *common])
     assert info_of(s2)["ema_updates"] == 3
+    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "4",
+          *common])                                                        # resumed without --ema: kept going
+    assert info_of(s2)["ema_updates"] == 4 and info_of(s2)["ema_decay"] == 0.9
+    assert json.loads((s2 / "model" / "config.json").read_text())["weights"] == "EMA 0.9 over 4 updates"
 
 
 def test_sigma_shift_moves_training_noise_up():

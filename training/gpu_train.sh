@@ -19,7 +19,7 @@
 #   SSHIFT=s                      time shift of the training σ distribution (--sigma-shift; default 1)
 #   SEED=n                        a new run's train seeds start at n·1,000,000 (--seed; default 0)
 #   EMA=d                         also average the trained weights (--ema d): model/ is the average, model_online/ the
-#                                 raw weights (both shipped)
+#                                 raw weights (both shipped: 2 more files)
 #   FRESH=1                       stage 2 from a stage-2 INIT of the same sync: new sync layers (--fresh-sync), not
 #                                 the INIT's continued (the ablation variants from one stage-2 model need this)
 #   CKPT=1                        return each run's checkpoint ($OUT/ckpt_<run>/part_*, 15 MiB parts; weights float32,

@@ -392,7 +392,7 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
 
     from .pipeline import DEFAULT_STEPS, Grid
 
-    steps = steps or getattr(pipe, "default_steps", DEFAULT_STEPS)
+    steps = getattr(pipe, "default_steps", DEFAULT_STEPS) if steps is None else steps
     T, V = len(row), len(col)
     H, W = pipe.frame_size
     plan = plan_windows(V, T, pipe.grid_shape, overlap, seed)
@@ -416,7 +416,8 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
             "sigma_shift": shift if shift is not None else getattr(pipe, "default_shift", None),
             "device": str(pipe.device),
             "dtype": str(pipe.dtype).replace("torch.", ""),
-            "engine": None, "torch": torch.__version__,
+            "engine": pipe.engine.info() if getattr(pipe, "engine", None) is not None else None,
+            "torch": torch.__version__,
             "windows": {**{k: v for k, v in plan.to_dict().items() if k != "windows"}, "count": len(plan),
                         "store": gs.kind, "per_window_s": per_window,
                         "seeds": [w.seed for w in plan.windows]},

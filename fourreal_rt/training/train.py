@@ -26,6 +26,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -203,11 +204,16 @@ def save_checkpoint(out: Path, model, opt, info: dict, ema: dict | None = None):
     os.replace(tmp, out / CKPT)
 
 
-def load_checkpoint(out: Path, model, opt, ema: dict | None = None) -> dict:
-    """Restores model, optimizer and, where the checkpoint has them, the EMA weights (into `ema`, in place)."""
+def checkpoint_info(out: Path) -> dict:
+    """The counters of the run's checkpoint (step, data seeds, training time, EMA decay, ...)."""
     from safetensors import safe_open
     with safe_open(str(out / CKPT), "pt") as f:
-        info = json.loads(f.metadata()["info"])
+        return json.loads(f.metadata()["info"])
+
+
+def load_checkpoint(out: Path, model, opt, ema: dict | None = None) -> dict:
+    """Restores model, optimizer and, where the checkpoint has them, the EMA weights (into `ema`, in place)."""
+    info = checkpoint_info(out)
     tensors = load_file(str(out / CKPT))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
     params = dict(model.named_parameters())
@@ -323,7 +329,10 @@ def train(args) -> Path:
     info = {"step": 0, "seed_next": 0, "train_s": 0.0, "stage": args.stage, "sync": cfg.sync, "argv": sys.argv[1:],
             "total_s": None, "world": world, "batch": args.batch}
     names = {id(p): n for n, p in model.named_parameters()}
-    ema = {names[id(p)]: p.detach().float().clone() for p in params} if args.ema else None   # name -> fp32 copy
+    ema_decay = args.ema
+    if not ema_decay and (out / CKPT).exists():             # a resumed run keeps its average going
+        ema_decay = checkpoint_info(out).get("ema_decay", 0.0)
+    ema = {names[id(p)]: p.detach().float().clone() for p in params} if ema_decay else None   # name -> fp32 copy
     if (out / CKPT).exists():
         info = load_checkpoint(out, model, opt, ema)
         if rank == 0:
@@ -332,6 +341,8 @@ def train(args) -> Path:
         for p in params:
             ema[names[id(p)]].copy_(p.detach())
         info["ema_updates"] = 0
+    if ema is not None:
+        info["ema_decay"] = ema_decay
     ema_pairs = [list(ema.values()), params] if ema is not None else None   # (averages, their parameters)
     gen = torch.Generator(device=device).manual_seed(hash((args.seed, info["step"], rank)) % 2 ** 62)
     # each process takes train seeds from its own stretch of TRAIN_SEEDS, continuing where the last chunk stopped
@@ -383,7 +394,7 @@ def train(args) -> Path:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if ema is not None:
-            ema_update(*ema_pairs, args.ema, info["ema_updates"])
+            ema_update(*ema_pairs, ema_decay, info["ema_updates"])
             info["ema_updates"] += 1
         losses.append(loss.item())
         info["step"] = step + 1
@@ -414,7 +425,9 @@ def train(args) -> Path:
                        extra={**extra, "weights": "online"})
             with torch.no_grad():
                 torch._foreach_copy_(*ema_pairs[::-1])
-            extra = {**extra, "weights": f"EMA {args.ema:g} over {info['ema_updates']} updates"}
+            extra = {**extra, "weights": f"EMA {ema_decay:g} over {info['ema_updates']} updates"}
+        else:                                                # no average: no raw-weights copy beside model/
+            shutil.rmtree(out / "model_online", ignore_errors=True)
         save_model(model, out / "model", dtype=getattr(torch, args.save_dtype), extra=extra)
         print(f"saved {out / 'model'} at step {info['step']}", flush=True)
     if world > 1:
@@ -445,6 +458,13 @@ def _positive(text: str) -> float:
     return x
 
 
+def _decay(text: str) -> float:
+    x = float(text)
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return x
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fourreal_rt.training", description=__doc__.split("\n")[0])
     p.add_argument("--stage", type=int, choices=(1, 2), required=True)
@@ -469,9 +489,9 @@ def parser() -> argparse.ArgumentParser:
                    help="stage 2 from a stage-2 model of the same sync: new sync layers instead of continuing them")
     p.add_argument("--sigma-shift", type=_positive, default=1.0,
                    help="time shift of the training σ distribution (logit-normal; > 1: more high-noise training)")
-    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+    p.add_argument("--ema", type=_decay, default=0.0, metavar="DECAY",
                    help="also average the trained weights (e.g. 0.998) and export the average as model/ "
-                        "(the raw weights as model_online/); default 0: none")
+                        "(the raw weights as model_online/); default 0: none, or the resumed run's")
     p.add_argument("--pseudo-frac", type=float, default=0.25, help="stage 2: share of pseudo-4D batches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=256, help="scenes kept on the device")
