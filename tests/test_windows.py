@@ -50,8 +50,9 @@ class Recorder:
 
     def __init__(self, pipe):
         self.pipe, self.calls = pipe, []
-        self.grid_shape, self.frame_size = pipe.grid_shape, pipe.frame_size
-        self.model_info, self.device, self.dtype = pipe.model_info, pipe.device, pipe.dtype
+
+    def __getattr__(self, name):                 # everything else: the pipeline's
+        return getattr(self.pipe, name)
 
     def denoise_window(self, known, mask, **kw):
         out = self.pipe.denoise_window(known, mask, **kw)

@@ -174,8 +174,12 @@ class Pipeline:
         shift = self.default_shift if shift is None else shift
         self.first_step_s = None
         frames = self.denoise_window(known, mask, steps=steps, seed=seed, shift=shift, progress=progress)
-        meta = {"fourreal_rt": __version__, "model": self.model_info(), "seed": seed, "steps": steps,
-                "sigma_shift": shift, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                "engine": self.engine.info() if self.engine is not None else None, "torch": torch.__version__,
+        meta = {**self.run_meta(steps, seed, shift),
                 "timings_s": {"denoise": round(time.perf_counter() - t0, 3), "first_step": self.first_step_s}}
         return Grid(frames, meta)
+
+    def run_meta(self, steps: int, seed: int, shift: float) -> dict:
+        """What a grid's meta.json records of the run (a whole grid or a windowed one)."""
+        return {"fourreal_rt": __version__, "model": self.model_info(), "seed": seed, "steps": steps,
+                "sigma_shift": shift, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+                "engine": self.engine.info() if self.engine is not None else None, "torch": torch.__version__}

@@ -387,12 +387,9 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
     [V, H, W, 3] (time 0): V x T is read from their lengths. Returns a runtime.pipeline.Grid whose meta
     holds the plan; its frames are an ndarray, or a read-only memmap when the store went to disk
     (`scratch_dir`: where the scratch .npy goes; default the system temp directory)."""
-    from .. import __version__
-    import torch
+    from .pipeline import Grid
 
-    from .pipeline import DEFAULT_STEPS, Grid
-
-    steps = getattr(pipe, "default_steps", DEFAULT_STEPS) if steps is None else steps
+    steps = pipe.default_steps if steps is None else steps
     T, V = len(row), len(col)
     H, W = pipe.frame_size
     plan = plan_windows(V, T, pipe.grid_shape, overlap, seed)
@@ -405,22 +402,15 @@ def generate_grid(pipe, row: np.ndarray, col: np.ndarray, *, steps: int | None =
             on_window_done(w, s)
 
     t0 = time.perf_counter()
-    if hasattr(pipe, "first_step_s"):
-        pipe.first_step_s = None          # timed (synchronized) in the first window only
+    pipe.first_step_s = None              # timed (synchronized) in the first window only
     try:
         frames = run_plan(pipe, plan, row, col, steps=steps, shift=shift, store=gs,
                           on_window_start=on_window_start, on_window_done=done)
     finally:
         gs.close()
-    meta = {"fourreal_rt": __version__, "model": pipe.model_info(), "seed": seed, "steps": steps,
-            "sigma_shift": shift if shift is not None else getattr(pipe, "default_shift", None),
-            "device": str(pipe.device),
-            "dtype": str(pipe.dtype).replace("torch.", ""),
-            "engine": pipe.engine.info() if getattr(pipe, "engine", None) is not None else None,
-            "torch": torch.__version__,
+    meta = {**pipe.run_meta(steps, seed, pipe.default_shift if shift is None else shift),
             "windows": {**{k: v for k, v in plan.to_dict().items() if k != "windows"}, "count": len(plan),
                         "store": gs.kind, "per_window_s": per_window,
                         "seeds": [w.seed for w in plan.windows]},
-            "timings_s": {"denoise": round(time.perf_counter() - t0, 3),
-                          "first_step": getattr(pipe, "first_step_s", None)}}
+            "timings_s": {"denoise": round(time.perf_counter() - t0, 3), "first_step": pipe.first_step_s}}
     return Grid(frames, meta)
