@@ -8,6 +8,21 @@ from safetensors.torch import load_file
 from fourreal_rt.training.train import CKPT, ema_update, main, sample_sigma
 
 
+TINY = ["--batch", "1", "--pool", "2", "--log-every", "1", "--preset", "tiny"]
+
+
+def train(stage, out, steps, *extra, init=None):
+    """One chunk on the tiny preset; stage 2 starts from the model of run `init`, soft sync."""
+    args = ["--stage", str(stage), "--out", str(out), "--steps", str(steps), *TINY, *map(str, extra)]
+    if init is not None:
+        args += ["--init", str(init / "model"), "--sync", "soft"]
+    main(args)
+
+
+def weights(run, sub="model"):
+    return load_file(str(run / sub / "model.safetensors"))
+
+
 def info_of(run):
     with safe_open(str(run / CKPT), "pt") as f:
         return json.loads(f.metadata()["info"])
@@ -16,18 +31,16 @@ def info_of(run):
 def test_two_stages_and_resume(tmp_path):
     torch.set_num_threads(1)
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
-    common = ["--batch", "1", "--pool", "2", "--log-every", "1", "--preset", "tiny"]
-    main(["--stage", "1", "--out", str(s1), "--steps", "2", *common])
+    train(1, s1, 2)
     assert info_of(s1)["step"] == 2
-    main(["--stage", "1", "--out", str(s1), "--steps", "3", *common])         # a second chunk resumes
+    train(1, s1, 3)                                                          # a second chunk resumes
     info = info_of(s1)
     assert info["step"] == 3 and 0 < info["seed_next"] < 10_000_000          # train split only
     log = [json.loads(line) for line in (s1 / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(r["loss"] > 0 for r in log)
 
-    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "2",
-          "--pseudo-frac", "0.5", *common])
-    w1, w2 = load_file(str(s1 / "model" / "model.safetensors")), load_file(str(s2 / "model" / "model.safetensors"))
+    train(2, s2, 2, "--pseudo-frac", 0.5, init=s1)
+    w1, w2 = weights(s1), weights(s2)
     assert all(torch.equal(w1[k], w2[k]) for k in w1 if k.startswith("base."))  # blocks frozen
     assert any(not torch.equal(w1[k], w2[k]) for k in w1 if k.startswith("syncs."))  # syncs trained
 
@@ -35,15 +48,12 @@ def test_two_stages_and_resume(tmp_path):
 def test_stage2_tune_blocks_trains_blocks_and_syncs(tmp_path):
     torch.set_num_threads(1)
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
-    common = ["--batch", "1", "--pool", "2", "--log-every", "1", "--preset", "tiny", "--lr", "1e-2"]
-    main(["--stage", "1", "--out", str(s1), "--steps", "1", *common])
-    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "2",
-          "--tune-blocks", "1e-3", *common])
-    w1, w2 = load_file(str(s1 / "model" / "model.safetensors")), load_file(str(s2 / "model" / "model.safetensors"))
+    train(1, s1, 1, "--lr", 1e-2)
+    train(2, s2, 2, "--lr", 1e-2, "--tune-blocks", 1e-3, init=s1)
+    w1, w2 = weights(s1), weights(s2)
     assert any(not torch.equal(w1[k], w2[k]) for k in w1 if k.startswith("base.blocks."))   # blocks trained
     assert any(not torch.equal(w1[k], w2[k]) for k in w1 if k.startswith("syncs."))
-    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "3",
-          "--tune-blocks", "1e-3", *common])                                   # resumes with both groups' moments
+    train(2, s2, 3, "--lr", 1e-2, "--tune-blocks", 1e-3, init=s1)          # resumes with both groups' moments
     assert info_of(s2)["step"] == 3
 
 
@@ -52,13 +62,11 @@ def test_stage2_continues_a_stage2_model_whole(tmp_path):
     --fresh-sync starts new ones."""
     torch.set_num_threads(1)
     s1, s2, s3, s4 = (tmp_path / n for n in ("s1", "s2", "s3", "s4"))
-    common = ["--batch", "1", "--pool", "2", "--log-every", "1", "--preset", "tiny"]
-    main(["--stage", "1", "--out", str(s1), "--steps", "1", *common])
-    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "1", *common])
-    main(["--stage", "2", "--init", str(s2 / "model"), "--sync", "soft", "--out", str(s3), "--steps", "0", *common])
-    main(["--stage", "2", "--init", str(s2 / "model"), "--sync", "soft", "--out", str(s4), "--steps", "0",
-          "--fresh-sync", *common])
-    w2, w3, w4 = (load_file(str(s / "model" / "model.safetensors")) for s in (s2, s3, s4))
+    train(1, s1, 1)
+    train(2, s2, 1, init=s1)
+    train(2, s3, 0, init=s2)
+    train(2, s4, 0, "--fresh-sync", init=s2)
+    w2, w3, w4 = (weights(s) for s in (s2, s3, s4))
     assert w3.keys() == w2.keys() and all(torch.equal(w2[k], w3[k]) for k in w2)
     assert all(torch.equal(w2[k], w4[k]) for k in w2 if k.startswith("base."))
     assert any(not torch.equal(w2[k], w4[k]) for k in w4 if k.startswith("syncs."))
@@ -80,12 +88,9 @@ def test_ema_exports_the_average_and_resumes_it(tmp_path):
     the average, so a resumed chunk continues it rather than starting over."""
     torch.set_num_threads(1)
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
-    common = ["--batch", "1", "--pool", "2", "--log-every", "1", "--preset", "tiny", "--lr", "1e-2"]
-    main(["--stage", "1", "--out", str(s1), "--steps", "1", *common])
-    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "2",
-          "--ema", "0.9", *common])
-    w1 = load_file(str(s1 / "model" / "model.safetensors"))
-    avg, online = (load_file(str(s2 / d / "model.safetensors")) for d in ("model", "model_online"))
+    train(1, s1, 1, "--lr", 1e-2)
+    train(2, s2, 2, "--lr", 1e-2, "--ema", 0.9, init=s1)
+    w1, avg, online = weights(s1), weights(s2), weights(s2, "model_online")
     assert all(torch.equal(w1[k], avg[k]) and torch.equal(w1[k], online[k]) for k in w1 if k.startswith("base."))
     syncs = [k for k in avg if k.startswith("syncs.")]
     assert any(not torch.equal(avg[k], online[k]) for k in syncs)
@@ -94,11 +99,9 @@ def test_ema_exports_the_average_and_resumes_it(tmp_path):
     assert info_of(s2)["ema_updates"] == 2
     meta = json.loads((s2 / "model" / "config.json").read_text())
     assert meta["weights"] == "EMA 0.9 over 2 updates"
-    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "3",
-          "--ema", "0.9", *common])
+    train(2, s2, 3, "--lr", 1e-2, "--ema", 0.9, init=s1)
     assert info_of(s2)["ema_updates"] == 3
-    main(["--stage", "2", "--init", str(s1 / "model"), "--sync", "soft", "--out", str(s2), "--steps", "4",
-          *common])                                                        # resumed without --ema: kept going
+    train(2, s2, 4, "--lr", 1e-2, init=s1)                                 # resumed without --ema: kept going
     assert info_of(s2)["ema_updates"] == 4 and info_of(s2)["ema_decay"] == 0.9
     assert json.loads((s2 / "model" / "config.json").read_text())["weights"] == "EMA 0.9 over 4 updates"
 
