@@ -11,6 +11,26 @@ import shutil
 from setuptools import find_packages, setup
 
 
+def cublaslt_paths():
+    """(include dirs, link args) for cuBLASLt: the nvidia-cublas wheel's (the library torch itself loads), else the
+    CUDA toolkit's. The soft sync and the gated residual call cuBLASLt directly (csrc/linear_residual.cpp)."""
+    import importlib.util
+    from torch.utils.cpp_extension import CUDA_HOME
+    roots = []
+    spec = importlib.util.find_spec("nvidia")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        roots += [os.path.join(base, sub) for sub in ("cu13", "cu12", "cublas")]
+    if CUDA_HOME:
+        roots.append(CUDA_HOME)
+    for root in roots:
+        header = os.path.join(root, "include", "cublasLt.h")
+        for libdir in (os.path.join(root, "lib"), os.path.join(root, "lib64")):
+            libs = sorted(glob.glob(os.path.join(libdir, "libcublasLt.so*")), key=len)
+            if os.path.exists(header) and libs:
+                return [os.path.dirname(header)], [f"-L{libdir}", f"-l:{os.path.basename(libs[0])}"]
+    raise RuntimeError("building the CUDA kernels needs cuBLASLt (the nvidia-cublas wheel or the CUDA toolkit's)")
+
+
 def cuda_extensions():
     flag = os.environ.get("FOURREAL_BUILD_CUDA", "auto")
     if flag == "0":
@@ -27,8 +47,9 @@ def cuda_extensions():
         return [], {}
     # Hopper (the fp8 / wgmma paths) and Ampere; FOURREAL_CUDA_ARCHS=90a builds one target, in half the time
     archs = os.environ.get("FOURREAL_CUDA_ARCHS", "90a,80").split(",")
+    cublas_include, cublas_link = cublaslt_paths()
     ext = CUDAExtension(
-        "fourreal_rt._C", sources,
+        "fourreal_rt._C", sources, include_dirs=cublas_include, extra_link_args=cublas_link,
         extra_compile_args={"cxx": ["-O3", "-std=c++17"],
                             "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo",
                                      *[f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]]})

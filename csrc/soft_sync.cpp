@@ -1,11 +1,10 @@
 // fourreal_C::soft_sync, eqs. 9-10: (Δy^v, Δy^t) = ModLinear(y^v, y^t; σ), x = y + Δy. Twin: twins.soft_sync.
-// Memory-bound parts fused around one cuBLAS GEMM: the modulated LayerNorm of both streams in one launch writes
-// the concatenation z directly (no torch.cat), the bias rides in the GEMM's epilogue, and one launch adds each
-// stream's half of the GEMM output to its residual. Kernels: modulated_layernorm_kernel.cu and
-// gated_residual_kernel.cu (two streams a launch).
+// Memory-bound parts fused around cuBLASLt GEMMs: the modulated LayerNorm of both streams in one launch writes
+// the concatenation z directly (no torch.cat); then each stream's half of the linear is one GEMM whose epilogue adds
+// the bias and reads the stream's residual (linear_residual.cpp): x_v = y_v + z W_v^T + b_v, the same for t.
 #include <torch/library.h>
 
-#include "gated_residual.h"
+#include "linear_residual.h"
 #include "modulated_layernorm.h"
 #include "torch_utils.h"
 
@@ -44,20 +43,14 @@ std::tuple<at::Tensor, at::Tensor> soft_sync(const at::Tensor& y_v_in, const at:
   ln.eps = static_cast<float>(eps);
   FOURREAL_CUDA_CHECK(modulated_layernorm_launch(dt, ln, 2, stream));
 
-  // d = z W^T + b: [rows, 2D] (cuBLAS, bias in the epilogue)
-  const at::Tensor d = at::addmm(bias.to(y_v.scalar_type()), z, weight.to(y_v.scalar_type()).t());
-
-  // x_v = y_v + d[:, :D], x_t = y_t + d[:, D:], one launch
-  const int64_t d_sizes[1] = {rows}, d_strides[1] = {2 * D};
-  const RowIndexer d_rows = make_row_indexer(1, d_sizes, d_strides);
-  ResidualParams rp{};
-  rp.s[0] = ResidualStream{y_v.data_ptr(), row_indexer(y_v), d.data_ptr(), d_rows, nullptr, 0, x_v.data_ptr(), D};
-  rp.s[1] = ResidualStream{y_t.data_ptr(), row_indexer(y_t), static_cast<const char*>(d.data_ptr()) + D * d.element_size(),
-                           d_rows, nullptr, 0, x_t.data_ptr(), D};
-  rp.rows = rows;
-  rp.rows_per_batch = rows / B;
-  rp.D = static_cast<int>(D);
-  FOURREAL_CUDA_CHECK(gated_residual_launch(dt, rp, 2, stream));
+  // x_v = y_v + z W[:D]^T + b[:D], x_t = y_t + z W[D:]^T + b[D:]: residual and bias in the GEMMs' epilogues
+  const at::Tensor w = weight.to(y_v.scalar_type()).contiguous(), b = bias.to(y_v.scalar_type()).contiguous();
+  for (int s = 0; s < 2; ++s) {
+    const at::Tensor& y = s == 0 ? y_v : y_t;
+    at::Tensor out = (s == 0 ? x_v : x_t).view({rows, D});
+    linear_residual_into(y.contiguous().view({rows, D}), z, w.narrow(0, s * D, D), b.narrow(0, s * D, D), at::Tensor(),
+                         kGateAlphaVector, out);
+  }
   return {x_v, x_t};
 }
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from fourreal_rt import ops
 from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, velocity
-from fourreal_rt.ops.fused import linear_mlp
+from fourreal_rt.ops.fused import linear_mlp, linear_residual
 
 SUPPORTED_SYNC = ("soft", "hard", "average", "weighted")
 LAYER_WEIGHTS = ("qkv_w", "qkv_b", "proj_w", "proj_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "sync_w", "sync_b")
@@ -70,12 +70,12 @@ def sigma_tables(model, sigmas: torch.Tensor, dtype: torch.dtype) -> dict:
 
 def block_apply(x, mod, cos, sin, axis: str, heads: int, qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b):
     """`Block.forward` with its adaLN vector and weights given. x: [B, V, T, N, D]; mod: [B, 6D]."""
-    def attend(h):                                                              # `Attention.forward`
+    def attend(h, x, g):                                                        # `Attention.forward`
         B, V, T, N, D = h.shape
         q, k, v = F.linear(h, qkv_w, qkv_b).view(B, V, T, N, 3, heads, D // heads).unbind(4)  # [B, V, T, N, H, hd]
         o = ops.grid_attention(q, k, v, cos, sin, axis)                         # [B, V, T, N, H, hd]
-        return F.linear(o.flatten(-2), proj_w, proj_b)                          # [B, V, T, N, D]
-    return block_residuals(x, mod, attend, lambda h: linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b))
+        return linear_residual(x, o.flatten(-2), proj_w, proj_b, g)             # x + g ⊙ proj(o)
+    return block_residuals(x, mod, attend, lambda h, x, g: linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b, x, g))
 
 
 class Layer(nn.Module):

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-from ..ops.fused import mlp
+from ..ops.fused import gated_linear, mlp
 from .config import GridConfig
 
 DYNAMIC, FREEZE_TIME = 0, 1   # context ids: c^t ("dynamic video") and c^v ("freeze-time video")
@@ -55,21 +55,25 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
 
-    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], axis: str) -> torch.Tensor:
-        B, V, T, N, D = h.shape                                              # h: [B, V, T, N, D]
+    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], axis: str, x: torch.Tensor,
+                gate: torch.Tensor) -> torch.Tensor:
+        """x + gate ⊙ Attn(h): the gated residual rides on the output projection (ops/fused.py).
+        h, x: [B, V, T, N, D]; gate: [B, D]."""
+        B, V, T, N, D = h.shape
         q, k, v = self.qkv(h).view(B, V, T, N, 3, self.heads, D // self.heads).unbind(4)  # [B, V, T, N, H, hd]
         o = ops.grid_attention(q, k, v, rope[0], rope[1], axis)               # [B, V, T, N, H, hd]
-        return self.proj(o.flatten(-2))                                       # [B, V, T, N, D]
+        return gated_linear(x, o.flatten(-2), self.proj, gate)                # [B, V, T, N, D]
 
 
 def block_residuals(x: torch.Tensor, mod: torch.Tensor, attend, feed_forward) -> torch.Tensor:
     """φ_l's two gated residual branches with its adaLN vector given (shared by `Block` and the engine's
-    functional layer, export/step.py). x: [B, V, T, N, D]; mod: [B, 6D]; attend, feed_forward: [.., D] -> [.., D]."""
+    functional layer, export/step.py). x: [B, V, T, N, D]; mod: [B, 6D]; attend(h, x, g) = x + g ⊙ Attn(h) and
+    feed_forward(h, x, g) = x + g ⊙ MLP(h), each residual taken in its branch's last GEMM where a kernel allows."""
     sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, -1)                            # [B, D] each
     h = ops.modulated_layernorm(x, sh1, sc1)
-    x = ops.gated_residual(x, attend(h), g1)
+    x = attend(h, x, g1)
     h = ops.modulated_layernorm(x, sh2, sc2)
-    return ops.gated_residual(x, feed_forward(h), g2)
+    return feed_forward(h, x, g2)
 
 
 class Block(nn.Module):
@@ -87,8 +91,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope, axis: str, attn: Attention | None = None):
         # x: [B, V, T, N, D]; c: [B, D] (σ + context embedding)
-        return block_residuals(x, self.ada(F.silu(c)), lambda h: (attn or self.attn)(h, rope, axis),
-                               lambda h: mlp(h, self.fc1, self.fc2))           # fc2(GELU_tanh(fc1(h)))
+        return block_residuals(x, self.ada(F.silu(c)), lambda h, x, g: (attn or self.attn)(h, rope, axis, x, g),
+                               lambda h, x, g: mlp(h, self.fc1, self.fc2, x, g))  # fc2(GELU_tanh(fc1(h)))
 
 
 class BaseVideoModel(nn.Module):
