@@ -159,6 +159,23 @@ def main():
             f_gr = comp(twins.gated_residual)
             run("gated_residual", "torch.compile(twin)", lambda: f_gr(x, y, m1), rep, it, bytes_=3 * nbytes)
 
+        # ---- linear + gated residual: x + g ⊙ (a W^T + b), the residual in the GEMM's epilogue -----------------
+        for nm, K in (("proj", D), ("fc2", 4 * D)):
+            lin = nn.Linear(K, D).to(dev, bf)
+            a_in = torch.randn(B, V, T, N, K, device=dev, dtype=bf)
+            name, flop = f"{nm} + gated residual", 2 * TOK * K * D
+            for mode, m in fused.GEMM_RESIDUAL_MODES.items():
+                run(name, f"ours: cuBLASLt, gate as {mode}", lambda m=m: torch.ops.fourreal_C.linear_residual(
+                    x, a_in, lin.weight, lin.bias, m1, m), rep, it, flop=flop)
+            run(name, "ours before: linear + residual kernel",
+                lambda: torch.ops.fourreal.gated_residual(x, lin(a_in), m1), rep, it, flop=flop)
+            run(name, "torch: twin eager", lambda: twins.gated_residual(x, lin(a_in), m1), rep, it, flop=flop)
+            run(name, "  part: the linear alone", lambda: lin(a_in), rep, it, flop=flop)
+            if comp:
+                f_lr = comp(lambda x, a, g: twins.gated_residual(x, lin(a), g))
+                run(name, "torch.compile(twin)", lambda: f_lr(x, a_in, m1), rep, it, flop=flop)
+            del a_in
+
         # ---- soft and hard sync -----------------------------------------------------------------------------
         mod4 = torch.randn(B, 4 * D, device=dev, dtype=bf) * 0.1
         w2, b2 = torch.randn(2 * D, 2 * D, device=dev, dtype=bf) * 0.02, torch.randn(2 * D, device=dev, dtype=bf)

@@ -149,7 +149,7 @@ def main():
         tf = flop / ms / 1e9
         vs_e = f"{results['eager'] / ms:5.2f}x eager" if "eager" in results else ""
         vs_c = f"{results['compile'] / ms:5.2f}x compile" if "compile" in results else ""
-        print(f"{name:<18} {ms:9.2f} ms  (min {min(times):.2f}, max {max(times):.2f}, n={len(times)})  "
+        print(f"{name:<22} {ms:9.2f} ms  (min {min(times):.2f}, max {max(times):.2f}, n={len(times)})  "
               f"{tf:6.1f} TFLOP/s  {tf / FLOOR_TFLOPS * 100:5.1f}% of 989  {vs_e}  {vs_c}", flush=True)
 
     with torch.inference_mode():
@@ -168,6 +168,15 @@ def main():
             outputs["ours+graph"] = out_g.float()
         except Exception as e:
             print(f"ours+graph: capture failed: {type(e).__name__}: {e}", flush=True)
+        for mode in ("weight", "off"):  # the gated residual's other routes (default "alpha"): ops/backend.py
+            backend.settings["gemm_residual"] = mode
+            try:
+                _, replay_m, out_m = graphed(ours)
+                report(f"ours+graph res={mode}", replay_m)
+                outputs[f"ours+graph res={mode}"] = out_m.float()
+                del out_m
+            finally:
+                backend.settings["gemm_residual"] = "alpha"
 
         if not args.no_profile:
             kernel_breakdown(ours)
@@ -219,7 +228,8 @@ def main():
             torch.cuda.synchronize()
             print(f"torch.compile: first call (compilation) {time.time() - t0:.1f} s", flush=True)
             report("compile", lambda: compiled(x, known, mask, sigma))
-            for name in ("ours", "ours+graph", "ours fp8+graph", "ours fp8 all+graph"):
+            for name in ("ours", "ours+graph", "ours+graph res=weight", "ours+graph res=off", "ours fp8+graph",
+                         "ours fp8 all+graph"):
                 if name in results:
                     print(f"  {name:<16} {results['compile'] / results[name]:.3f}x compile, "
                           f"{results['eager'] / results[name]:.3f}x eager", flush=True)
