@@ -42,6 +42,9 @@ cap() { local left=$((BUDGET - SECONDS)); [ "$left" -lt "$1" ] && echo $((left >
   tail -3 "$OUT/build.log"
   ls -la fourreal_rt/_C*.so 2>/dev/null
   python3 -c "from fourreal_rt.ops import backend; print(backend.status())"
+  # the package itself, editable (fourreal_rt.export is export/: the engine's kernel test imports it); no rebuild
+  FOURREAL_BUILD_CUDA=0 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > "$OUT/pip.log" 2>&1 \
+    || echo "pip install -e failed (pip.log)"
 
   stage ctest
   wait $CMAKE_PID

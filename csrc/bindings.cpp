@@ -19,9 +19,9 @@ TORCH_LIBRARY(fourreal_C, m) {
   // Attention along a grid axis with RoPE: [B, V, T, N, H, hd] -> same; backend 0 cuDNN, 1 flash, 2 SDPA default,
   // 3 memory-efficient.
   m.def("grid_attention(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, int axis, int backend) -> Tensor");
-  // x + gate * (a W^T + bias) in one cuBLASLt GEMM (residual and bias in its epilogue). x: [B, ..., N]; a: [B, ..., K];
-  // weight: [N, K]; gate: [B, N]; mode 0: the gate as cuBLASLt's alpha vector, 1: folded into the weight rows.
-  m.def("linear_residual(Tensor x, Tensor a, Tensor weight, Tensor? bias, Tensor? gate, int mode) -> Tensor");
+  // x + gate * (a W^T + bias) in one cuBLASLt GEMM (residual and bias in its epilogue, gate folded into W).
+  // x: [B, ..., N]; a: [B, ..., K]; weight: [N, K]; bias: [N]; gate: [B, N].
+  m.def("linear_residual(Tensor x, Tensor a, Tensor weight, Tensor? bias, Tensor? gate) -> Tensor");
   // Soft sync (eqs. 9-10): returns (y_v + Δy_v, y_t + Δy_t). mod: [B, 4D]; weight: [2D, 2D]; bias: [2D].
   m.def("soft_sync(Tensor y_v, Tensor y_t, Tensor mod, Tensor weight, Tensor bias, float eps) -> (Tensor, Tensor)");
   // Hard sync (eq. 8): the merged stream. mod: [B, 2D]; weight: [D, 2D]; bias: [D].

@@ -1,9 +1,9 @@
 // fourreal_C::hard_sync, eq. 8: x = W^v (y^v ⊙ (1 + s^v)) + W^t (y^t ⊙ (1 + s^t)) + b. Twin: twins.hard_sync.
-// The modulation is folded into the weight columns (a D x 2D table per batch, hard_sync_kernel.cu), so the tokens
+// The modulation is folded into the weight columns (a D x 2D table per batch, modulate_weight_kernel.cu), so the tokens
 // take one pass: x = y^v W'^v^T + b, then x += y^t W'^t^T, both reading y in place, no concatenation.
 #include <torch/library.h>
 
-#include "hard_sync.h"
+#include "modulate_weight.h"
 #include "torch_utils.h"
 
 namespace fourreal {

@@ -1,20 +1,20 @@
 // fourreal_C::linear_residual: x + gate ⊙ (a W^T + b) in one cuBLASLt matmul a batch element. Twin:
 // twins.gated_residual(x, F.linear(a, W, b), gate).
 // A block's gated residual (adaLN-zero) follows the last linear of each branch (attention's proj, the MLP's fc2).
-// Instead of writing that linear's output and reading it back with x in a separate pass, the GEMM's epilogue
-// reads x as its C matrix (beta = 1) and adds the bias; the gate, one value per output channel and batch element,
-// is either cuBLASLt's per-row alpha vector of the column-major D (mode 0) or folded into the weight rows,
-// W' = diag(gate) W (mode 1, and mode 0's fallback where cuBLASLt has no alpha-vector kernel). With the gate folded,
-// the bias becomes gate ⊙ b; with the alpha vector cuBLASLt adds the bias after alpha, so it is gate ⊙ b too.
+// Instead of writing that linear's output and reading it back with x in a separate pass, the GEMM's epilogue reads x
+// as its C matrix (beta = 1) and adds the bias. The gate, one value per output channel and batch element, is folded
+// into the weight rows, W' = diag(gate) W (one weight-sized pass, modulate_weight_kernel.cu), and the bias becomes
+// gate ⊙ b. (cuBLASLt's per-channel alpha vector with beta = 1 would avoid W', but on the H100 with cuBLAS 13 its
+// heuristic offers no kernel for it: measured in session 6, benchmarks/RESULTS.md.)
 #include <ATen/cuda/CUDAContextLight.h>  // getCurrentCUDABlasLtHandle
 #include <torch/library.h>
 
 #include <mutex>
-#include <optional>
 #include <string>
 #include <unordered_map>
 
 #include "linear_residual.h"
+#include "modulate_weight.h"
 #include "torch_utils.h"
 
 namespace fourreal {
@@ -32,8 +32,7 @@ constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // as PyTorch's cuBLAS on 
 
 cudaDataType_t cuda_dtype(at::ScalarType t) {
   if (t == at::kBFloat16) return CUDA_R_16BF;
-  if (t == at::kHalf) return CUDA_R_16F;
-  TORCH_CHECK(t == at::kFloat, "linear_residual takes bfloat16, float16 or float32, got ", t);
+  TORCH_CHECK(t == at::kFloat, "linear_residual takes bfloat16 or float32, got ", t);
   return CUDA_R_32F;
 }
 
@@ -57,15 +56,14 @@ struct Desc {
   }
 };
 
-// The heuristic's first choice per problem, or none (it costs tens of microseconds of host time a call).
+// The heuristic's first choice per problem (it costs tens of microseconds of host time a call).
 std::mutex algo_mutex;
-std::unordered_map<std::string, std::optional<cublasLtMatmulAlgo_t>> algo_cache;
+std::unordered_map<std::string, cublasLtMatmulAlgo_t> algo_cache;
 
-// out^T = alpha ⊙ (W a^T) + x^T + bias in cuBLASLt's column-major terms (m = output channels, n = rows): W row-major
-// [m, k], a row-major [n, k], x (C) and out (D) row-major [n, m]. alpha: a device vector of length m (one value per
-// output channel) or null for 1. Returns false only when cuBLASLt offers no algorithm.
-bool matmul(at::ScalarType dtype, int64_t m, int64_t n, int64_t k, const void* w, const void* a, const void* c,
-            void* d, const void* bias, const float* alpha_vec, void* workspace) {
+// out^T = W a^T + x^T + bias in cuBLASLt's column-major terms (m = output channels, n = rows): W row-major [m, k],
+// a row-major [n, k], x (C) and out (D) row-major [n, m].
+void matmul(at::ScalarType dtype, int64_t m, int64_t n, int64_t k, const void* w, const void* a, const void* c,
+            void* d, const void* bias, void* workspace) {
   const cudaDataType_t t = cuda_dtype(dtype);
   Desc desc;
   FOURREAL_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -77,29 +75,23 @@ bool matmul(at::ScalarType dtype, int64_t m, int64_t n, int64_t k, const void* w
     FOURREAL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
     FOURREAL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
-  if (alpha_vec) {
-    const int32_t mode = CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST;
-    FOURREAL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof(mode)));
-  }
   FOURREAL_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&desc.w, t, k, m, k));   // W^T, column-major [k, m]
   FOURREAL_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&desc.a, t, k, n, k));   // a^T, column-major [k, n]
   FOURREAL_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&desc.cd, t, m, n, m));  // x^T, out^T: column-major [m, n]
 
   const uint32_t al_w = alignment(w), al_a = alignment(a), al_c = alignment(c), al_d = alignment(d),
-                 al_b = bias ? alignment(bias) : 256, al_g = alpha_vec ? alignment(alpha_vec) : 256;
-  const std::string key = std::to_string(int(t)) + ":" + std::to_string(m) + ":" + std::to_string(n) + ":" +
-                          std::to_string(k) + ":" + std::to_string(bias != nullptr) + ":" +
-                          std::to_string(alpha_vec != nullptr) + ":" + std::to_string(al_w) + ":" + std::to_string(al_a) +
-                          ":" + std::to_string(al_c) + ":" + std::to_string(al_d) + ":" + std::to_string(al_b) + ":" +
-                          std::to_string(al_g);
+                 al_b = bias ? alignment(bias) : 256;
+  std::string key;
+  for (const int64_t v : {int64_t(t), m, n, k, int64_t(bias != nullptr), int64_t(al_w), int64_t(al_a), int64_t(al_c),
+                          int64_t(al_d), int64_t(al_b)})
+    key += std::to_string(v) + ":";
   cublasLtHandle_t handle = at::cuda::getCurrentCUDABlasLtHandle();
   cublasLtMatmulAlgo_t algo;
   {
     std::lock_guard<std::mutex> lock(algo_mutex);
     auto it = algo_cache.find(key);
     if (it != algo_cache.end()) {
-      if (!it->second) return false;
-      algo = *it->second;
+      algo = it->second;
     } else {
       FOURREAL_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&desc.pref));
       const size_t ws = kWorkspaceBytes;
@@ -112,77 +104,58 @@ bool matmul(at::ScalarType dtype, int64_t m, int64_t n, int64_t k, const void* w
         FOURREAL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.pref, attr, &value, sizeof(value)));
       cublasLtMatmulHeuristicResult_t result{};
       int found = 0;
-      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, desc.op, desc.w, desc.a, desc.cd, desc.cd,
-                                                               desc.pref, 1, &result, &found);
-      if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
-        algo_cache.emplace(key, std::nullopt);
-        return false;
-      }
-      FOURREAL_CUBLASLT_CHECK(st);
+      FOURREAL_CUBLASLT_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, desc.op, desc.w, desc.a, desc.cd, desc.cd,
+                                                             desc.pref, 1, &result, &found));
+      TORCH_CHECK(found > 0, "linear_residual: cuBLASLt has no algorithm for [", n, ", ", k, "] x [", k, ", ", m, "]");
       algo = result.algo;
       algo_cache.emplace(key, algo);
     }
   }
   const float one = 1.0f;
-  const void* alpha = alpha_vec ? static_cast<const void*>(alpha_vec) : static_cast<const void*>(&one);
-  FOURREAL_CUBLASLT_CHECK(cublasLtMatmul(handle, desc.op, alpha, w, desc.w, a, desc.a, &one, c, desc.cd, d, desc.cd,
+  FOURREAL_CUBLASLT_CHECK(cublasLtMatmul(handle, desc.op, &one, w, desc.w, a, desc.a, &one, c, desc.cd, d, desc.cd,
                                          &algo, workspace, kWorkspaceBytes, current_stream()));
-  return true;
 }
 
 }  // namespace
 
 void linear_residual_into(const at::Tensor& x, const at::Tensor& a, const at::Tensor& weight, const at::Tensor& bias,
-                          const at::Tensor& gate, int64_t mode, at::Tensor& out) {
+                          const at::Tensor& gate, at::Tensor& out) {
   const int64_t M = x.size(0), N = x.size(1), K = a.size(1);
   const int64_t B = gate.defined() ? gate.size(0) : 1, rows = M / B;
   if (M == 0 || N == 0) return;
-  const at::ScalarType dtype = x.scalar_type();
-  const int64_t elem = x.element_size();
-  if (K == 0) {  // a W^T = 0: out = x + gate ⊙ bias
-    at::Tensor y = bias.defined() ? bias.to(at::kFloat).expand({B, N}) : at::zeros({B, N}, x.options().dtype(at::kFloat));
-    if (gate.defined()) y = y * gate;
-    out.view({B, rows, N}).copy_(x.view({B, rows, N}).to(at::kFloat) + y.unsqueeze(1));
+  if (K == 0) {  // a W^T = 0
+    out.copy_(gate.defined() && bias.defined()
+                  ? (x.view({B, rows, N}).to(at::kFloat) + (gate * bias.to(at::kFloat)).unsqueeze(1)).view({M, N})
+                  : (bias.defined() ? x + bias : x));
     return;
   }
+  const at::ScalarType dtype = x.scalar_type();
+  const int64_t elem = x.element_size();
   at::Tensor workspace = at::empty({static_cast<int64_t>(kWorkspaceBytes)}, x.options().dtype(at::kByte));
-  // the bias each batch element sees: gate ⊙ b, in the output's dtype ([B, N])
-  at::Tensor b_eff;
-  if (bias.defined()) b_eff = (gate.defined() ? bias.to(at::kFloat).unsqueeze(0) * gate : bias.unsqueeze(0)).to(dtype).contiguous();
-  at::Tensor w_gated;  // [B, N, K]: diag(gate[b]) W, made on first need
+  at::Tensor w = weight, b = bias;  // per batch element: diag(gate) W [B, N, K] and gate ⊙ b [B, N]
+  if (gate.defined()) {
+    w = at::empty({B, N, K}, weight.options());
+    FOURREAL_CUDA_CHECK(scale_rows_launch(kernel_dtype(weight), weight.data_ptr(), gate.data_ptr<float>(), w.data_ptr(),
+                                          static_cast<int>(B), N, K, current_stream()));
+    if (bias.defined()) b = (gate * bias.to(at::kFloat)).to(dtype);
+  }
   for (int64_t i = 0; i < B; ++i) {
-    const char* xi = static_cast<const char*>(x.data_ptr()) + i * rows * N * elem;
-    const char* ai = static_cast<const char*>(a.data_ptr()) + i * rows * K * a.element_size();
-    char* oi = static_cast<char*>(out.data_ptr()) + i * rows * N * elem;
-    const void* bi = b_eff.defined() ? static_cast<const char*>(b_eff.data_ptr()) + i * N * elem : nullptr;
-    if (!gate.defined()) {
-      TORCH_CHECK(matmul(dtype, N, rows, K, weight.data_ptr(), ai, xi, oi, bi, nullptr, workspace.data_ptr()),
-                  "linear_residual: cuBLASLt has no algorithm for this problem");
-      continue;
-    }
-    if (mode == kGateAlphaVector &&
-        matmul(dtype, N, rows, K, weight.data_ptr(), ai, xi, oi, bi, gate[i].data_ptr<float>(), workspace.data_ptr()))
-      continue;
-    if (mode == kGateAlphaVector) {
-      TORCH_WARN_ONCE("fourreal linear_residual: cuBLASLt has no alpha-vector kernel here; the gate is folded into "
-                      "the weights instead");
-    }
-    if (!w_gated.defined()) w_gated = (weight.to(at::kFloat).unsqueeze(0) * gate.unsqueeze(2)).to(dtype);  // [B, N, K]
-    TORCH_CHECK(matmul(dtype, N, rows, K, w_gated[i].data_ptr(), ai, xi, oi, bi, nullptr, workspace.data_ptr()),
-                "linear_residual: cuBLASLt has no algorithm for this problem");
+    const char* wi = static_cast<const char*>(w.data_ptr()) + (gate.defined() ? i * N * K * elem : 0);
+    const char* bi = b.defined() ? static_cast<const char*>(b.data_ptr()) + (gate.defined() ? i * N * elem : 0) : nullptr;
+    matmul(dtype, N, rows, K, wi, static_cast<const char*>(a.data_ptr()) + i * rows * K * elem,
+           static_cast<const char*>(x.data_ptr()) + i * rows * N * elem,
+           static_cast<char*>(out.data_ptr()) + i * rows * N * elem, bi, workspace.data_ptr());
   }
 }
 
 // x: [B, ..., N]; a: [B, ..., K] with as many rows; weight: [N, K]; bias: [N]; gate: [B, N] (any float dtype).
 // Returns x + gate ⊙ (a W^T + bias), contiguous [B, ..., N].
 at::Tensor linear_residual(const at::Tensor& x_in, const at::Tensor& a_in, const at::Tensor& weight_in,
-                           const std::optional<at::Tensor>& bias_in, const std::optional<at::Tensor>& gate_in,
-                           int64_t mode) {
+                           const std::optional<at::Tensor>& bias_in, const std::optional<at::Tensor>& gate_in) {
   TORCH_CHECK(x_in.is_cuda() && x_in.dim() >= 2, "linear_residual: x must be a CUDA tensor [B, ..., N]");
   TORCH_CHECK(a_in.device() == x_in.device() && a_in.dim() >= 1, "linear_residual: a must be on x's device");
   TORCH_CHECK(a_in.scalar_type() == x_in.scalar_type() && weight_in.scalar_type() == x_in.scalar_type(),
               "linear_residual: x, a and weight must share a dtype");
-  TORCH_CHECK(mode == kGateAlphaVector || mode == kGateInWeight, "linear_residual: mode must be 0 or 1");
   const int64_t B = x_in.size(0), N = x_in.size(-1), M = x_in.numel() / std::max<int64_t>(N, 1);
   const int64_t K = a_in.size(-1);
   TORCH_CHECK(weight_in.dim() == 2 && weight_in.size(0) == N && weight_in.size(1) == K,
@@ -203,7 +176,7 @@ at::Tensor linear_residual(const at::Tensor& x_in, const at::Tensor& a_in, const
   const at::Tensor w = weight_in.contiguous();
   at::Tensor out = at::empty(x_in.sizes(), x_in.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor out2 = out.view({M, N});
-  linear_residual_into(x, a, w, bias, gate.defined() && B > 0 ? gate : at::Tensor(), mode, out2);
+  linear_residual_into(x, a, w, bias, gate, out2);
   return out;
 }
 

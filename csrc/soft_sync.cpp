@@ -49,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor> soft_sync(const at::Tensor& y_v_in, const at:
     const at::Tensor& y = s == 0 ? y_v : y_t;
     at::Tensor out = (s == 0 ? x_v : x_t).view({rows, D});
     linear_residual_into(y.contiguous().view({rows, D}), z, w.narrow(0, s * D, D), b.narrow(0, s * D, D), at::Tensor(),
-                         kGateAlphaVector, out);
+                         out);
   }
   return {x_v, x_t};
 }

@@ -313,33 +313,27 @@ def test_gpu_gated_residual(shape):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
-@pytest.mark.parametrize("mode", ["alpha", "weight"])
 @pytest.mark.parametrize("B,R,N,K", [(1, 8 * 8 * 37, 1024, 1024), (2, 3 * 5 * 11, 192, 768), (3, 49, 200, 72)])
-def test_gpu_linear_residual(B, R, N, K, mode):
-    """x + gate ⊙ (a W^T + b) in one cuBLASLt GEMM, both gate modes, against the twin's bf16 error; strided x;
-    then without gate and bias, and in fp32 (no TF32: rounding-level error)."""
+def test_gpu_linear_residual(B, R, N, K):
+    """x + gate ⊙ (a W^T + b) in one cuBLASLt GEMM against the twin's bf16 error; strided x; then without gate and
+    bias, and in fp32 (no TF32: rounding-level error)."""
     g, seed = rng("cuda")
     x, a = randn(g, B, R, N, device="cuda"), randn(g, B, R, K, device="cuda")
     w, b = randn(g, N, K, device="cuda", scale=K ** -0.5), randn(g, N, device="cuda")
     gate = randn(g, B, N, device="cuda", scale=0.5)
     ref = lambda x, a, w, b, gate: x.double() + gate.double()[:, None] * F.linear(a.double(), w.double(), b.double())  # noqa: E731
     C = torch.ops.fourreal_C.linear_residual
-    m = fused.GEMM_RESIDUAL_MODES[mode]
     xb, ab, wb, bb, gb = strided(x.bfloat16()), a.bfloat16(), w.bfloat16(), b.bfloat16(), gate.bfloat16()
-    ours = C(xb, ab, wb, bb, gb, m)
+    ours = C(xb, ab, wb, bb, gb)
     assert ours.shape == x.shape and ours.is_contiguous() and ours.dtype == torch.bfloat16
     check_bf16(ours, twins.gated_residual(xb, F.linear(ab, wb, bb), gb), ref(xb, ab, wb, bb, gb), seed, 2e-3)
     ones = torch.ones(B, N, device="cuda")
     zeros = torch.zeros(N, device="cuda")
-    check_bf16(C(xb, ab, wb, None, None, m), xb + F.linear(ab, wb), ref(xb, ab, wb, zeros, ones), seed, 2e-3)
-    assert maxerr(C(strided(x), a, w, b, gate, m), ref(x, a, w, b, gate)) < 1e-4, seed
-    with ops.use_custom_ops():                                              # the model's route picks it up
-        backend.settings["gemm_residual"] = mode
-        try:
-            torch.testing.assert_close(fused.linear_residual(xb, ab, wb, bb, gb), ours, rtol=0, atol=0)
-        finally:
-            backend.settings["gemm_residual"] = "alpha"
-    torch.library.opcheck(C, (xb, ab, wb, bb, gb, m))
+    check_bf16(C(xb, ab, wb, None, None), xb + F.linear(ab, wb), ref(xb, ab, wb, zeros, ones), seed, 2e-3)
+    assert maxerr(C(strided(x), a, w, b, gate), ref(x, a, w, b, gate)) < 1e-4, seed
+    with ops.use_custom_ops():                                              # the model's route takes it
+        torch.testing.assert_close(fused.linear_residual(xb, ab, wb, bb, gb), ours, rtol=0, atol=0)
+    torch.library.opcheck(C, (xb, ab, wb, bb, gb))
 
 
 @pytest.mark.gpu

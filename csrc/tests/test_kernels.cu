@@ -14,7 +14,7 @@
 
 #include "gated_residual.h"
 #include "grid_attention.h"
-#include "hard_sync.h"
+#include "modulate_weight.h"
 #include "modulated_layernorm.h"
 #include "quantize_fp8.h"
 
@@ -262,6 +262,27 @@ static void test_modulate_columns(int B, int rows, int cols, const char* name) {
   expect_close(name, o, ref, idx, out_rtol<T>(), 1e-6f);
 }
 
+// --- a gated residual's gate folded into the weight rows ------------------------------------------------------------
+template <typename T>
+static void test_scale_rows(int B, int rows, int cols, const char* name) {
+  Buf<T> w(randn(static_cast<size_t>(rows) * cols));
+  Buf<float> g(randn(static_cast<size_t>(B) * rows, 0.5f));
+  Buf<T> out(static_cast<size_t>(B) * rows * cols);
+  out.poison();
+  CK(scale_rows_launch(sizeof(T) == 2 ? DType::kBFloat16 : DType::kFloat32, w.d, g.d, out.d, B, rows, cols, 0));
+  CK(cudaDeviceSynchronize());
+  const auto o = out.download();
+  std::vector<float> ref;
+  std::vector<size_t> idx;
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j) {
+        ref.push_back(w.f[static_cast<size_t>(i) * cols + j] * g.f[static_cast<size_t>(b) * rows + i]);
+        idx.push_back((static_cast<size_t>(b) * rows + i) * cols + j);
+      }
+  expect_close(name, o, ref, idx, out_rtol<T>(), 1e-6f);
+}
+
 // --- row-wise fp8 quantization -------------------------------------------------------------------------------------
 template <typename T>
 static void test_quantize(int rows, int K, int pitch, bool gelu, const char* name) {
@@ -333,6 +354,8 @@ int main() {
   test_rope_pack<float>(1, 2, 3, 11, 2, 128, kAxisView, "rope_pack fp32 view hd=128");
   test_modulate_columns<__nv_bfloat16>(2, 24, 48, "modulate_columns bf16");
   test_modulate_columns<float>(3, 7, 10, "modulate_columns fp32 cols=10");
+  test_scale_rows<__nv_bfloat16>(2, 24, 72, "scale_rows bf16");
+  test_scale_rows<float>(3, 7, 10, "scale_rows fp32 cols=10 (scalar path)");
   test_quantize<__nv_bfloat16>(37, 1024, 1024, false, "quantize_fp8 bf16 K=1024");
   test_quantize<__nv_bfloat16>(19, 4096, 4104, true, "quantize_fp8 bf16 gelu K=4096 strided");
   test_quantize<float>(7, 33, 40, false, "quantize_fp8 fp32 K=33 (scalar path)");

@@ -11,8 +11,7 @@ Run-time switches live in `settings`:
       measured on H100; see benchmarks/RESULTS.md), "flash", "sdpa" (PyTorch's own choice), "efficient".
   fused_mlp: the MLP's GELU in cuBLASLt's GEMM epilogue (ops/fused.py) inside `use_custom_ops()` on CUDA.
   gemm_residual: the blocks' gated residual in the epilogue of the GEMM before it (ops/fused.py,
-      csrc/linear_residual.cpp), with the gate as cuBLASLt's per-channel alpha vector ("alpha", default) or folded
-      into the weight rows ("weight"); "off" runs the GEMM and then our gated-residual kernel.
+      csrc/linear_residual.cpp); False runs the GEMM and then our gated-residual kernel.
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ import importlib
 _state: dict = {}
 
 ATTENTION_BACKENDS = {"cudnn": 0, "flash": 1, "sdpa": 2, "efficient": 3}
-settings = {"attention_backend": "cudnn", "fused_mlp": True, "gemm_residual": "alpha"}
+settings = {"attention_backend": "cudnn", "fused_mlp": True, "gemm_residual": True}
 
 _MAX_ROW = 2048  # widest token row the row-wise kernels hold in registers (csrc/modulated_layernorm_kernel.cu)
 
@@ -120,7 +119,7 @@ def register_cuda_kernels() -> bool:
     torch.library.register_fake("fourreal_C::hard_sync")(
         lambda y_v, y_t, mod, weight, bias: torch.empty_like(y_v, memory_format=torch.contiguous_format))
     torch.library.register_fake("fourreal_C::linear_residual")(
-        lambda x, a, weight, bias, gate, mode: torch.empty_like(x, memory_format=torch.contiguous_format))
+        lambda x, a, weight, bias, gate: torch.empty_like(x, memory_format=torch.contiguous_format))
     torch.library.register_fake("fourreal_C::rope_pack")(lambda *args: None)
     torch.library.register_fake("fourreal_C::quantize_fp8_rowwise")(lambda *args: None)
     _state["registered"] = True

@@ -6,8 +6,8 @@ attention's output projection. Outside `use_custom_ops()`, on CPU, or while trac
 are exactly those expressions (the residual through `ops.gated_residual`). Inside `use_custom_ops()` on CUDA:
   - nn.Linear layers: fc1's GELU runs in cuBLASLt's GEMM epilogue (`torch._addmm_activation`), which saves one
     read and one write of the [tokens, 4D] hidden activation; the gated residual runs in the epilogue of the last
-    linear's GEMM (`fourreal_C::linear_residual`, csrc/linear_residual.cpp), which saves writing the linear's output
-    and reading it back with x (backend.settings["gemm_residual"]);
+    linear's GEMM (`fourreal_C::linear_residual`, csrc/linear_residual.cpp: x is the GEMM's C, the gate folded into
+    the weight rows), which saves writing the linear's output and reading it back (backend.settings["gemm_residual"]);
   - FP8Linear layers (ops/fp8.py): the GELU is fused into the row-wise e4m3 quantization of fc2's input; the
     residual stays our gated-residual kernel.
 """
@@ -21,8 +21,6 @@ from .. import ops
 from . import _custom, backend
 from .fp8 import FP8Linear, quantize_rowwise
 
-GEMM_RESIDUAL_MODES = {"alpha": 0, "weight": 1}   # backend.settings["gemm_residual"]; "off": our residual kernel
-
 
 def _fast(h: torch.Tensor) -> bool:
     return _custom["on"] and h.is_cuda and not torch.compiler.is_compiling()
@@ -34,10 +32,9 @@ def _residual(x, y, gate):
 
 def linear_residual(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias, gate: torch.Tensor) -> torch.Tensor:
     """x + gate ⊙ F.linear(a, weight, bias). x: [B, ..., N]; a: [B, ..., K]; weight: [N, K]; bias: [N]; gate: [B, N]."""
-    mode = GEMM_RESIDUAL_MODES.get(backend.settings["gemm_residual"])
-    if (mode is not None and _fast(a) and a.dtype in (torch.bfloat16, torch.float32)
+    if (backend.settings["gemm_residual"] and _fast(a) and a.dtype in (torch.bfloat16, torch.float32)
             and x.dtype == a.dtype == weight.dtype and backend.load() is not None):
-        return torch.ops.fourreal_C.linear_residual(x, a, weight, bias, gate, mode)
+        return torch.ops.fourreal_C.linear_residual(x, a, weight, bias, gate)
     return ops.gated_residual(x, F.linear(a, weight, bias), gate)
 
 
