@@ -9,13 +9,15 @@ written, with an engine (`build-engine` + `generate --engine`) and without one, 
      preset's frame size, written with PyAV: in_row.mp4 (view 0) and in_col.mp4 (time 0);
   3. `fourreal-rt build-engine` (timed: the engine's build time);
   4. `fourreal-rt generate` in a fresh subprocess per configuration, each reporting its own peak GPU memory:
-       engine   generate --engine ENGINE
-       eager    generate --model DIR --dtype bf16 (the shipped path)
-       compile  the same with Pipeline.denoiser = torch.compile(model) (cold: compile time counts, as a first run)
+       engine      generate --engine ENGINE
+       eager       generate --model DIR --dtype bf16 (the shipped path)
+       compile     the same with Pipeline.denoiser = torch.compile(model) (cold: compile time counts, as a first run)
+       engine-fp8  generate --engine ENGINE_FP8 (build-engine --dtype fp8: block linears in e4m3)
+       eager-fp8   generate --model DIR --dtype bf16 --fp8
      e2e_s is the CLI's own total (reading the videos .. last file written, model/engine load included);
      wall_s adds process start and imports;
   5. PSNR of the engine's grid against the eager grid (same seed), over the generated cells, and compile vs eager
-     for scale (bf16 noise between two correct implementations).
+     for scale (bf16 noise between two correct implementations); engine-fp8 against eager-fp8.
 
   python benchmarks/bench_e2e.py --preset paper --steps 32 --work /tmp/bench --out results/   # GPU box
   python benchmarks/bench_e2e.py --preset tiny --steps 4 --device cpu --configs engine eager  # CPU smoke run
@@ -37,6 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)   # run from a bare checkout too
 TEST_SCENE = 20_000_123    # data.scenes.TEST_SEEDS: held out from training
 WEIGHT_STD = 0.02          # random weights: a usual init scale, so activations stay O(1) through 24 layers
+ENGINES = {"engine": [], "engine-fp8": ["--dtype", "fp8"]}      # engine configs: their build-engine options
+PAIRS = [("engine", "eager"), ("compile", "eager"), ("engine-fp8", "eager-fp8"), ("eager-fp8", "eager")]  # PSNR
 
 
 def log(*a):
@@ -44,6 +48,8 @@ def log(*a):
 
 
 def commit() -> str:
+    if os.environ.get("FOURREAL_COMMIT"):                  # the tree's commit where its .git is stale (device copies)
+        return os.environ["FOURREAL_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=ROOT).stdout.strip() or "?"
@@ -238,10 +244,10 @@ def main(argv=None):
 
     base = ["generate", row, col, "--seed", str(a.seed), "--steps", str(a.steps), "--json", "--quiet",
             "--overwrite", "--device", dev]
-    engine_dir = os.path.join(a.work, "engine")
-    if "engine" in a.configs:
+    for name in [c_ for c_ in a.configs if c_ in ENGINES]:
+        engine_dir = os.path.join(a.work, name)
         cmd = [sys.executable, "-m", "fourreal_rt.cli", "build-engine", "--model", model_dir, "--steps", str(a.steps),
-               "--device", dev, "--runtime", a.runtime, "-o", engine_dir, "--overwrite"]
+               "--device", dev, "--runtime", a.runtime, *ENGINES[name], "-o", engine_dir, "--overwrite"]
         log("$ " + " ".join(cmd))
         t0 = time.perf_counter()
         try:
@@ -250,18 +256,18 @@ def main(argv=None):
         except subprocess.TimeoutExpired as e:
             p = subprocess.CompletedProcess(cmd, 124, "", (e.stderr or b"").decode(errors="replace") +
                                             "\nbuild-engine: timed out (time budget)")
-        res["build_wall_s"] = round(time.perf_counter() - t0, 1)
+        built = res.setdefault("builds", {})[name] = {"build_wall_s": round(time.perf_counter() - t0, 1)}
         log("\n".join(l for l in p.stderr.splitlines() if "Warning" not in l and "torchvision" not in l)[-6000:])
         if p.returncode != 0:
-            res["build_error"] = (p.stderr.strip().splitlines() or ["?"])[-1]
-            a.configs = [c_ for c_ in a.configs if c_ != "engine"]
+            built["build_error"] = (p.stderr.strip().splitlines() or ["?"])[-1]
+            a.configs = [c_ for c_ in a.configs if c_ != name]
         else:
             m = json.load(open(os.path.join(engine_dir, "manifest.json")))
-            res["engine"] = {k: m[k] for k in ("runtime", "candidates", "non_engine_step_ms", "sdpa_backends_ms",
-                                               "kernels", "build", "dtype", "device", "reference")}
-            res["engine"]["onnx"] = {k: v for k, v in m["onnx"].items() if k != "files"}
-            res["engine"]["bytes"] = {n: f["bytes"] for n, f in m["files"].items()}
-        log(f"build-engine: {res['build_wall_s']} s wall (exit {p.returncode})")
+            built.update({k: m[k] for k in ("runtime", "candidates", "non_engine_step_ms", "sdpa_backends_ms",
+                                            "kernels", "build", "dtype", "device", "reference")})
+            built["onnx"] = {k: v for k, v in m["onnx"].items() if k != "files"}
+            built["bytes"] = {n: f["bytes"] for n, f in m["files"].items()}
+        log(f"build-engine ({name}): {built['build_wall_s']} s wall (exit {p.returncode})")
         save()
 
     outs = {}
@@ -272,8 +278,9 @@ def main(argv=None):
             res["runs"].append({"config": name, "error": f"skipped: {left:.0f} s of the time budget left"})
             continue
         out = os.path.join(a.work, f"out_{name}")
-        args = base + ["-o", out] + (["--engine", engine_dir] if name == "engine" else
-                                     ["--model", model_dir, "--dtype", "bf16" if dev == "cuda" else "fp32"])
+        args = base + ["-o", out] + (["--engine", os.path.join(a.work, name)] if name in ENGINES else
+                                     ["--model", model_dir, "--dtype", "bf16" if dev == "cuda" else "fp32"]
+                                     + (["--fp8"] if name == "eager-fp8" else []))
         r = run_config(name, args, a.work, left,
                        os.path.join(out_dir, f"profile_{name}_{i}.txt") if a.profile else None)
         res["runs"].append(r)
@@ -283,7 +290,7 @@ def main(argv=None):
         save()
 
     if a.reuse:                                            # outputs of an earlier run (same model, seed, inputs)
-        for k in ("engine", "eager", "compile"):
+        for k in (*ENGINES, "eager", "compile", "eager-fp8"):
             old = os.path.join(a.work, f"out_{k}", "grid.npz")
             meta = os.path.join(a.work, f"out_{k}", "meta.json")
             same = os.path.exists(meta) and all(json.load(open(meta)).get(f) == v
@@ -295,28 +302,29 @@ def main(argv=None):
     gen = np.ones(frames[next(iter(frames))].shape[:2], bool) if frames else None
     if gen is not None:
         gen[0, :] = gen[:, 0] = False                      # generated cells only (row 0 and column 0 are inputs)
-        for k in ("engine", "compile"):
-            if k in frames and "eager" in frames:
-                res[f"psnr_{k}_vs_eager_db"] = round(psnr(frames[k][gen], frames["eager"][gen]), 2)
+        for k, ref in PAIRS:
+            if k in frames and ref in frames:
+                res[f"psnr_{k}_vs_{ref}_db"] = round(psnr(frames[k][gen], frames[ref][gen]), 2)
     save()
 
     log("")
-    log(f"{'config':<8} {'e2e_s':>7} {'wall_s':>7} {'read':>6} {'load':>6} {'denoise':>8} {'step 1':>7} {'write':>6} "
+    log(f"{'config':<10} {'e2e_s':>7} {'wall_s':>7} {'read':>6} {'load':>6} {'denoise':>8} {'step 1':>7} {'write':>6} "
         f"{'peak_GiB':>8}  (device {dev_name}, preset {a.preset}, {a.steps} steps)")
     for r in res["runs"]:
         if "error" in r:
-            log(f"{r['config']:<8} {r['error']}")
+            log(f"{r['config']:<10} {r['error']}")
             continue
-        log(f"{r['config']:<8} {r['e2e_s']:>7.2f} {r['wall_s']:>7.2f} {r['read_s'] or 0:>6.2f} {r['load_s'] or 0:>6.2f} "
+        log(f"{r['config']:<10} {r['e2e_s']:>7.2f} {r['wall_s']:>7.2f} {r['read_s'] or 0:>6.2f} {r['load_s'] or 0:>6.2f} "
             f"{r['denoise_s'] or 0:>8.2f} {r.get('first_step_s') or 0:>7.2f} {r['write_s']:>6.2f} "
             f"{r.get('peak_reserved_gib', float('nan')):>8.2f}")
-    if "engine" in res:
-        rt = res["engine"]["runtime"]
-        log(f"engine: build {res['build_wall_s']} s wall; runtime {rt['name']} (step {rt['step_ms']} ms, "
-            f"rel err {rt['rel_err']:.2e}); non-engine step {res['engine']['non_engine_step_ms']} ms")
-    for k in ("psnr_engine_vs_eager_db", "psnr_compile_vs_eager_db"):
-        if k in res:
-            log(f"{k}: {res[k]} dB")
+    for name, b in res.get("builds", {}).items():
+        if "runtime" in b:
+            rt = b["runtime"]
+            log(f"{name}: build {b['build_wall_s']} s wall; runtime {rt['name']} (step {rt['step_ms']} ms, "
+                f"rel err {rt['rel_err']:.2e}); non-engine step {b['non_engine_step_ms']} ms")
+    for k, ref in PAIRS:
+        if f"psnr_{k}_vs_{ref}_db" in res:
+            log(f"psnr_{k}_vs_{ref}_db: {res[f'psnr_{k}_vs_{ref}_db']} dB")
     log(f"write_outputs of natural frames: {res['write_natural_s']} s (the runs above write random-weight noise)")
     res["total_s"] = round(time.perf_counter() - t_start, 1)
     save()

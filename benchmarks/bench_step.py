@@ -180,6 +180,9 @@ def main():
 
         if not args.no_profile:
             kernel_breakdown(ours)
+            if "ours+graph" in results:  # the same step as one graph replay: kernel time against the replay's time
+                print(f"as a CUDA graph replay ({results['ours+graph']:.1f} ms a replay):", flush=True)
+                kernel_breakdown(replay, top=8)
 
         if not args.no_fp8:
             for label, targets in [("ours fp8", ("qkv", "fc1", "fc2")), ("ours fp8 all", fp8.DEFAULT_TARGETS)]:

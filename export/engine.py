@@ -4,7 +4,8 @@ An engine is a directory written by `fourreal-rt build-engine`:
 
     manifest.json         what it was built for (below) and the sha256 + size of every other file
     model.onnx[.data]     the denoiser as ONNX (`onnx_export`): `fourreal.ops` nodes + standard ONNX, float32
-    weights.safetensors   the weights a step reads, in the engine's dtype (σ-only weights are folded away)
+    weights.safetensors   the weights a step reads, in the engine's dtype (σ-only weights are folded away; an fp8
+                          engine keeps them in bf16 and quantizes its block linears to e4m3 when it loads)
     sigma_tables.safetensors  every σ-only vector of the model for each step of the fixed σ schedule
     layer.pt2             (when it won on the build machine) one layer compiled by AOTInductor, weights as
                           inputs, shared by all layers
@@ -47,6 +48,8 @@ WEIGHTS_FILE = "weights.safetensors"
 TABLES_FILE = "sigma_tables.safetensors"
 LAYER_FILE = "layer.pt2"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# fp8 engines: bf16 activations with the block linears (qkv, proj, fc1, fc2) in e4m3, row-wise scales (ops/fp8.py)
+FP8 = "fp8"
 # ORT (CPU, Python ops) check of the ONNX graph at build time: only where one evaluation is cheap.
 # Measure: tokens x width x depth of one stream (tiny 3.5e4, small 1.1e7, paper 9.1e8).
 ORT_CHECK_MAX_WORK = 2e7
@@ -73,6 +76,21 @@ def package_version() -> str:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def activation_dtype(name: str) -> torch.dtype:
+    """The torch dtype of an engine dtype's activations (fp8 engines compute in bf16 between e4m3 GEMMs)."""
+    return torch.bfloat16 if name == FP8 else DTYPES[name]
+
+
+def to_fp8(model) -> None:
+    """An fp8 engine's model: every block linear swapped for an FP8Linear, in place (EngineError if one cannot be)."""
+    from fourreal_rt.ops.fp8 import DEFAULT_TARGETS, convert_to_fp8
+    want = len(DEFAULT_TARGETS) * model.cfg.depth
+    swapped = convert_to_fp8(model, DEFAULT_TARGETS)
+    if swapped != want:
+        raise EngineError(f"fp8 engines need every block linear in e4m3 (widths a multiple of 16): {swapped} of "
+                          f"{want} could be")
 
 
 def device_info(device: torch.device) -> dict:
@@ -426,13 +444,13 @@ def build_engine(model_name: str, out, *, grid: tuple[int, int] | None = None, s
     except ModelNotFoundError as e:
         raise EngineError(str(e)) from None
     dev = pick_device(device)
-    if dtype == "fp8":
-        raise EngineError("fp8 engines are not implemented yet (bf16, fp16, fp32 are)")
     if dtype == "auto":
         dtype = "bf16" if dev.type == "cuda" else "fp32"
-    if dtype not in DTYPES:
-        raise EngineError(f"unknown engine dtype {dtype!r} (bf16, fp16, fp32)")
-    dt = DTYPES[dtype]
+    if dtype not in DTYPES and dtype != FP8:
+        raise EngineError(f"unknown engine dtype {dtype!r} (bf16, fp16, fp32, fp8)")
+    if dtype == FP8 and runtime == "aoti":
+        raise EngineError("fp8 engines run the eager layer with our kernels: use --runtime auto or eager")
+    dt = activation_dtype(dtype)
     cfg = src.cfg
     if cfg.sync not in SUPPORTED_SYNC:
         raise EngineError(f"model sync '{cfg.sync}' is an ablation baseline; engines support {SUPPORTED_SYNC}")
@@ -448,13 +466,14 @@ def build_engine(model_name: str, out, *, grid: tuple[int, int] | None = None, s
     model32 = with_grid(load_source(src), cfg.views, cfg.times)  # float32, CPU, weights loaded (or seeded init)
     parts["load_model_s"] = round(time.perf_counter() - t0, 2)
     log(f"model '{src.name}' ({'trained' if src.trained else 'random weights'}): {cfg.views}x{cfg.times} grid of "
-        f"{cfg.frame_h}x{cfg.frame_w}, dim {cfg.dim}, depth {cfg.depth}, sync {cfg.sync}; engine {dtype} on {dev}")
+        f"{cfg.frame_h}x{cfg.frame_w}, dim {cfg.dim}, depth {cfg.depth}, sync {cfg.sync}; engine {dtype} on {dev}"
+        + (" (e4m3 emulated on the CPU: for checking, no speed-up)" if dtype == FP8 and dev.type == "cpu" else ""))
 
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
     try:
-        manifest = _build_into(tmp, src, cfg, model32, dev, dt, steps, shift, runtime, onnx, ort_check, parts, log,
-                               onnx_process)
+        manifest = _build_into(tmp, src, cfg, model32, dev, dt, dtype == FP8, steps, shift, runtime, onnx, ort_check,
+                               parts, log, onnx_process)
         manifest["build"]["seconds"] = round(time.perf_counter() - t_start, 2)
         files = [p for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST]
         manifest["files"] = dict(zip((p.name for p in files), _pool().map(file_entry, files)))   # files in parallel
@@ -471,7 +490,7 @@ def build_engine(model_name: str, out, *, grid: tuple[int, int] | None = None, s
     return manifest
 
 
-def _build_into(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, onnx, ort_check, parts, log,
+def _build_into(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runtime, onnx, ort_check, parts, log,
                 onnx_process=None) -> dict:
     """Writes every engine file but the manifest into `d`; returns the manifest without `files`."""
     from . import onnx_export
@@ -500,7 +519,7 @@ def _build_into(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, onnx
         parts["onnx_s"] = round(time.perf_counter() - t_onnx, 2)
 
     try:
-        manifest = _build_runtime(d, src, cfg, model32, dev, dt, steps, shift, runtime, parts, log)
+        manifest = _build_runtime(d, src, cfg, model32, dev, dt, fp8, steps, shift, runtime, parts, log)
     except BaseException:
         if onnx_job is not None:
             onnx_job.kill()
@@ -531,8 +550,9 @@ def _build_into(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, onnx
     return manifest
 
 
-def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, parts, log) -> dict:
-    """Weights, σ tables and the chosen runtime (+ layer.pt2) into `d`; returns the manifest (no onnx, files)."""
+def _build_runtime(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runtime, parts, log) -> dict:
+    """Weights, σ tables and the chosen runtime (+ layer.pt2) into `d`; returns the manifest (no onnx, files).
+    fp8: the block linears in e4m3 (dt is then bf16), judged against the non-engine path with the same linears."""
     from safetensors.torch import save_file
 
     from fourreal_rt.sampler.flow import sigma_schedule
@@ -550,13 +570,16 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, p
     with torch.no_grad():
         ref32 = model32(*(t.float() if t.is_floating_point() else t for t in example)).double()
     model = model32.to(dt)                                      # in place: the float32 copy is gone from here on
-    with torch.no_grad():
-        base_err = _rel_err(model(*example), ref32)             # the non-engine path's own error in this dtype
-    bound = 2 * base_err + CANDIDATE_ATOL[dt]
-    log(f"non-engine {dtype_name(dt)} step vs float32: rel L2 {base_err:.2e}; candidates must stay under {bound:.2e}")
     tables = sigma_tables(model, sigmas[:-1], dt)
     save_file({k: v.contiguous().cpu() for k, v in runtime_state(model).items()}, str(d / WEIGHTS_FILE))
     save_file({k: v.contiguous().cpu() for k, v in tables.items()}, str(d / TABLES_FILE))
+    if fp8:                                                     # as `load_engine` and `generate --fp8` do
+        to_fp8(model)
+    label = FP8 if fp8 else dtype_name(dt)
+    with torch.no_grad():
+        base_err = _rel_err(model(*example), ref32)             # the non-engine path's own error in this dtype
+    bound = 2 * base_err + CANDIDATE_ATOL[dt]
+    log(f"non-engine {label} step vs float32: rel L2 {base_err:.2e}; candidates must stay under {bound:.2e}")
     parts["tables_weights_s"] = round(time.perf_counter() - t0, 2)
 
     # -- candidate runtimes: build, check against the eager model, time one step ---------------------------------
@@ -571,7 +594,7 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, p
             cands.append(("eager+kernels", "eager", True))
     # AOTInductor: on request for CUDA targets (its build died with SIGSEGV on an H100 with torch 2.11: see
     # benchmarks/RESULTS.md), by default on the CPU (where it is tested)
-    if runtime == "aoti" or (runtime == "auto" and dev.type == "cpu"):
+    if not fp8 and (runtime == "aoti" or (runtime == "auto" and dev.type == "cpu")):
         cands.append(("aoti", "aoti", False))
         if have_kernels and runtime == "aoti":   # opaque kernels leave inductor little to fuse: on request only
             cands.append(("aoti+kernels", "aoti", True))
@@ -617,7 +640,7 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, steps, shift, runtime, p
                   "path": str(src.directory) if src.directory else None},
         "grid": [cfg.views, cfg.times], "frame": [cfg.frame_h, cfg.frame_w], "batch": 1,
         "steps": steps, "shift": shift, "sigmas": [float(s) for s in sigmas],
-        "dtype": dtype_name(dt),
+        "dtype": label,
         "device": device_info(dev),
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "runtime": {"name": best, "layer": chosen["layer"], "custom_ops": chosen["custom_ops"],
@@ -706,7 +729,7 @@ def check_request(manifest: dict, *, grid: tuple[int, int] | None = None, frame:
                           f"{steps} or leave --steps out")
     if shift is not None and abs(shift - manifest["shift"]) > 1e-12:
         raise EngineError(f"engine built for σ shift {manifest['shift']}, asked for {shift}")
-    if dtype is not None and dtype != DTYPES[manifest["dtype"]]:
+    if dtype is not None and dtype_name(dtype) != manifest["dtype"]:
         raise EngineError(f"engine built for {manifest['dtype']}, asked for {dtype_name(dtype)}")
     if cfg is not None:
         src_cfg = manifest["model"].get("source_config") or manifest["model"]["config"]
@@ -861,7 +884,7 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     dev = engine_device(manifest, device)
     check_compatible(manifest, dev)
     cfg = engine_config(manifest)
-    dt = DTYPES[manifest["dtype"]]
+    dt = activation_dtype(manifest["dtype"])
     rt = manifest["runtime"]
     timings: dict = {}
     needed = [WEIGHTS_FILE, TABLES_FILE] + ([rt["layer_file"]] if rt.get("layer_file") else [])
@@ -872,6 +895,8 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     try:
         t1 = time.perf_counter()
         model = _runtime_model(cfg, path / WEIGHTS_FILE, dev)
+        if manifest["dtype"] == FP8:
+            to_fp8(model)
         tables = load_file(str(path / TABLES_FILE), device=str(dev))
         timings["weights_s"] = round(time.perf_counter() - t1, 3)
         layer = None
@@ -912,8 +937,8 @@ def engine_pipeline(engine: Engine):
     class EnginePipeline(Pipeline):
         def model_info(self) -> dict:
             m = engine.manifest["model"]
-            return {"name": m["name"], "trained": m["trained"], "config": m["config"], "path": m.get("path"),
-                    "weights_sha256": m.get("weights_sha256")}
+            return {"name": m["name"], "trained": m["trained"], "config": m["config"], "fp8": self.fp8,
+                    "path": m.get("path"), "weights_sha256": m.get("weights_sha256")}
 
         def denoise_window(self, known, mask, *, steps=None, seed=0, shift=None, progress=None):
             check_request(engine.manifest, steps=steps, shift=shift)   # None: the defaults, the engine's
@@ -924,6 +949,7 @@ def engine_pipeline(engine: Engine):
     pipe.default_steps, pipe.default_shift = engine.manifest["steps"], engine.manifest["shift"]
     pipe.denoiser = engine.denoiser
     pipe.engine = engine
+    pipe.fp8 = engine.manifest["dtype"] == FP8
     return pipe
 
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from fourreal_rt import ops
 from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, velocity
-from fourreal_rt.ops.fused import linear_mlp, linear_residual
+from fourreal_rt.ops.fp8 import FP8Linear
+from fourreal_rt.ops.fused import gated_linear, linear_mlp, linear_residual, mlp
 
 SUPPORTED_SYNC = ("soft", "hard", "average", "weighted")
 LAYER_WEIGHTS = ("qkv_w", "qkv_b", "proj_w", "proj_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "sync_w", "sync_b")
@@ -69,13 +70,20 @@ def sigma_tables(model, sigmas: torch.Tensor, dtype: torch.dtype) -> dict:
 
 
 def block_apply(x, mod, cos, sin, axis: str, heads: int, qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b):
-    """`Block.forward` with its adaLN vector and weights given. x: [B, V, T, N, D]; mod: [B, 6D]."""
+    """`Block.forward` with its adaLN vector and weights given. x: [B, V, T, N, D]; mod: [B, 6D].
+    A weight is a tensor, or in FP8 engines an FP8Linear layer (ops/fp8.py) with its bias None."""
+    fp8 = not isinstance(qkv_w, torch.Tensor)
+
     def attend(h, x, g):                                                        # `Attention.forward`
         B, V, T, N, D = h.shape
-        q, k, v = F.linear(h, qkv_w, qkv_b).view(B, V, T, N, 3, heads, D // heads).unbind(4)  # [B, V, T, N, H, hd]
-        o = ops.grid_attention(q, k, v, cos, sin, axis)                         # [B, V, T, N, H, hd]
-        return linear_residual(x, o.flatten(-2), proj_w, proj_b, g)             # x + g ⊙ proj(o)
-    return block_residuals(x, mod, attend, lambda h, x, g: linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b, x, g))
+        qkv = qkv_w(h) if fp8 else F.linear(h, qkv_w, qkv_b)                   # [B, V, T, N, 3D]
+        q, k, v = qkv.view(B, V, T, N, 3, heads, D // heads).unbind(4)          # [B, V, T, N, H, hd]
+        o = ops.grid_attention(q, k, v, cos, sin, axis).flatten(-2)             # [B, V, T, N, D]
+        return gated_linear(x, o, proj_w, g) if fp8 else linear_residual(x, o, proj_w, proj_b, g)  # x + g ⊙ proj(o)
+
+    def feed_forward(h, x, g):                                                  # x + g ⊙ MLP(h)
+        return mlp(h, fc1_w, fc2_w, x, g) if fp8 else linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b, x, g)
+    return block_residuals(x, mod, attend, feed_forward)
 
 
 class Layer(nn.Module):
@@ -112,23 +120,30 @@ class Layer(nn.Module):
         return (1 - wl) * y_v + wl * y_t, (1 - wl) * y_t + wl * y_v
 
 
-def layer_weights(model, dtype=None, device=None) -> list[tuple[torch.Tensor, ...]]:
-    """Per layer, the weight tensors `Layer` takes (LAYER_WEIGHTS order)."""
+def layer_weights(model, dtype=None, device=None) -> list[tuple]:
+    """Per layer, the weights `Layer` takes (LAYER_WEIGHTS order), in `dtype` on `device`. A block linear that is
+    an FP8Linear (FP8 engines) is passed as the layer itself, its bias slot None."""
     cfg = model.cfg
+
+    def linear(lin):
+        return (lin, None) if isinstance(lin, FP8Linear) else (lin.weight, lin.bias)
+
+    def cast(x):
+        if not isinstance(x, torch.Tensor):
+            return x
+        return x.detach().to(device=device or x.device, dtype=dtype if x.is_floating_point() and x.dim() else x.dtype)
+
     out = []
     for l, blk in enumerate(model.base.blocks):
-        t = [blk.attn.qkv.weight, blk.attn.qkv.bias, blk.attn.proj.weight, blk.attn.proj.bias,
-             blk.fc1.weight, blk.fc1.bias, blk.fc2.weight, blk.fc2.bias]
-        ref = blk.fc1.weight
+        t = [*linear(blk.attn.qkv), *linear(blk.attn.proj), *linear(blk.fc1), *linear(blk.fc2)]
+        ref = blk.attn.qkv.bias
         if cfg.sync in ("soft", "hard"):
             t += [model.syncs[l].linear.weight, model.syncs[l].linear.bias]
         elif cfg.sync == "weighted":
             t += [torch.tensor(model.syncs[l].w, dtype=torch.float32), ref.new_zeros(0)]
         else:
             t += [ref.new_zeros(0), ref.new_zeros(0)]
-        out.append(tuple(x.detach().to(device=device or x.device,
-                                        dtype=(dtype if x.is_floating_point() and x.dim() else x.dtype))
-                         for x in t))
+        out.append(tuple(cast(x) for x in t))
     return out
 
 

@@ -219,7 +219,8 @@ def info(as_json):
 @click.option("--shift", type=click.FloatRange(0, min_open=True), default=None,
               help="time shift of the σ schedule, fixed in the engine [default: generate's, 60]")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32", "fp8"]), default="auto", show_default=True,
-              help="auto: bf16 on CUDA, fp32 on CPU (fp8: not implemented yet)")
+              help="auto: bf16 on CUDA, fp32 on CPU; fp8: bf16 with the block linears in e4m3, row-wise scales "
+                   "(as generate --fp8; emulated on the CPU, for checking)")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="the target; a CUDA engine runs only on the GPU model it was built on")
 @click.option("--runtime", type=click.Choice(["auto", "eager", "aoti"]), default="auto", show_default=True,

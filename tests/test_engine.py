@@ -241,9 +241,32 @@ def test_request_for_another_grid_is_refused(built):
         E.check_request(m, frame=(72, 128))
 
 
-def test_build_engine_refuses_existing_directory_and_fp8(built, tmp_path):
+def test_build_engine_refuses_existing_directory(built, tmp_path):
     (tmp_path / "E").mkdir()
     r = run("build-engine", "--model", built["model"], "--device", "cpu", "-o", tmp_path / "E")
     assert r.exit_code == 4 and "exists" in r.output
-    r = run("build-engine", "--model", built["model"], "--device", "cpu", "--dtype", "fp8", "-o", tmp_path / "F")
-    assert r.exit_code == 5 and "fp8" in r.output and not (tmp_path / "F").exists()
+    r = run("build-engine", "--model", built["model"], "--device", "cpu", "--dtype", "fp8", "--runtime", "aoti",
+            "-o", tmp_path / "F")
+    assert r.exit_code == 5 and "fp8 engines run the eager layer" in r.output and not (tmp_path / "F").exists()
+
+
+def test_fp8_engine_equals_generate_fp8(built, tmp_path):
+    """An fp8 engine (block linears in e4m3, emulated on the CPU) gives `generate --fp8`'s frames, records fp8, and
+    refuses a request for another dtype."""
+    r = run("build-engine", "--model", built["model"], "--steps", STEPS, "--device", "cpu", "--dtype", "fp8",
+            "--onnx-check", "off", "-o", tmp_path / "E8")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "E8" / "manifest.json").read_text())
+    assert m["dtype"] == "fp8" and m["runtime"]["name"] == "eager" and m["candidates"]["eager"]["ok"]
+    r = generate(built, tmp_path / "a", "--engine", tmp_path / "E8")
+    assert r.exit_code == 0, r.output
+    r = generate(built, tmp_path / "b", "--model", built["model"], "--steps", STEPS, "--device", "cpu", "--dtype",
+                 "bf16", "--fp8")
+    assert r.exit_code == 0, r.output
+    a = np.load(tmp_path / "a" / "grid.npz")["frames"]
+    b = np.load(tmp_path / "b" / "grid.npz")["frames"]
+    assert np.array_equal(a, b)
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["model"]["fp8"] and meta["engine"]["dtype"] == "fp8"
+    r = generate(built, tmp_path / "c", "--engine", tmp_path / "E8", "--dtype", "bf16")
+    assert r.exit_code == 5 and "engine built for fp8, asked for bf16" in r.output
