@@ -132,12 +132,13 @@ void linear_residual_into(const at::Tensor& x, const at::Tensor& a, const at::Te
   const at::ScalarType dtype = x.scalar_type();
   const int64_t elem = x.element_size();
   at::Tensor workspace = at::empty({static_cast<int64_t>(kWorkspaceBytes)}, x.options().dtype(at::kByte));
-  at::Tensor w = weight, b = bias;  // per batch element: diag(gate) W [B, N, K] and gate ⊙ b [B, N]
+  at::Tensor w = weight, b = bias;  // per batch element: diag(gate) W [B, N, K] and gate ⊙ b [B, N], one launch
   if (gate.defined()) {
     w = at::empty({B, N, K}, weight.options());
+    if (bias.defined()) b = at::empty({B, N}, bias.options());
     FOURREAL_CUDA_CHECK(scale_rows_launch(kernel_dtype(weight), weight.data_ptr(), gate.data_ptr<float>(), w.data_ptr(),
-                                          static_cast<int>(B), N, K, current_stream()));
-    if (bias.defined()) b = (gate * bias.to(at::kFloat)).to(dtype);
+                                          static_cast<int>(B), N, K, bias.defined() ? bias.data_ptr() : nullptr,
+                                          bias.defined() ? b.data_ptr() : nullptr, current_stream()));
   }
   for (int64_t i = 0; i < B; ++i) {
     const char* wi = static_cast<const char*>(w.data_ptr()) + (gate.defined() ? i * N * K * elem : 0);

@@ -12,8 +12,9 @@ namespace fourreal {
 cudaError_t modulate_columns_launch(DType dtype, const void* w, const float* mod, void* w_out, int B, int64_t rows,
                                     int64_t cols, cudaStream_t stream);
 
-// w_out[b, i, j] = w[i, j] * gate[b, i];  gate: [B, rows] fp32 contiguous; otherwise as modulate_columns_launch.
+// w_out[b, i, j] = w[i, j] * gate[b, i], and with a bias [rows] given, bias_out[b, i] = bias[i] * gate[b, i];
+// gate: [B, rows] fp32 contiguous; otherwise as modulate_columns_launch.
 cudaError_t scale_rows_launch(DType dtype, const void* w, const float* gate, void* w_out, int B, int64_t rows,
-                              int64_t cols, cudaStream_t stream);
+                              int64_t cols, const void* bias, void* bias_out, cudaStream_t stream);
 
 }  // namespace fourreal

@@ -267,20 +267,28 @@ template <typename T>
 static void test_scale_rows(int B, int rows, int cols, const char* name) {
   Buf<T> w(randn(static_cast<size_t>(rows) * cols));
   Buf<float> g(randn(static_cast<size_t>(B) * rows, 0.5f));
-  Buf<T> out(static_cast<size_t>(B) * rows * cols);
+  Buf<T> bias(randn(static_cast<size_t>(rows)));
+  Buf<T> out(static_cast<size_t>(B) * rows * cols), bias_out(static_cast<size_t>(B) * rows);
   out.poison();
-  CK(scale_rows_launch(sizeof(T) == 2 ? DType::kBFloat16 : DType::kFloat32, w.d, g.d, out.d, B, rows, cols, 0));
+  bias_out.poison();
+  CK(scale_rows_launch(sizeof(T) == 2 ? DType::kBFloat16 : DType::kFloat32, w.d, g.d, out.d, B, rows, cols, bias.d,
+                       bias_out.d, 0));
   CK(cudaDeviceSynchronize());
-  const auto o = out.download();
-  std::vector<float> ref;
-  std::vector<size_t> idx;
+  const auto o = out.download(), ob = bias_out.download();
+  std::vector<float> ref, ref_b;
+  std::vector<size_t> idx, idx_b;
   for (int b = 0; b < B; ++b)
-    for (int i = 0; i < rows; ++i)
+    for (int i = 0; i < rows; ++i) {
+      const float gi = g.f[static_cast<size_t>(b) * rows + i];
       for (int j = 0; j < cols; ++j) {
-        ref.push_back(w.f[static_cast<size_t>(i) * cols + j] * g.f[static_cast<size_t>(b) * rows + i]);
+        ref.push_back(w.f[static_cast<size_t>(i) * cols + j] * gi);
         idx.push_back((static_cast<size_t>(b) * rows + i) * cols + j);
       }
+      ref_b.push_back(bias.f[i] * gi);
+      idx_b.push_back(static_cast<size_t>(b) * rows + i);
+    }
   expect_close(name, o, ref, idx, out_rtol<T>(), 1e-6f);
+  expect_close(name, ob, ref_b, idx_b, out_rtol<T>(), 1e-6f);
 }
 
 // --- row-wise fp8 quantization -------------------------------------------------------------------------------------

@@ -69,7 +69,9 @@ def block_residuals(x: torch.Tensor, mod: torch.Tensor, attend, feed_forward) ->
     """φ_l's two gated residual branches with its adaLN vector given (shared by `Block` and the engine's
     functional layer, export/step.py). x: [B, V, T, N, D]; mod: [B, 6D]; attend(h, x, g) = x + g ⊙ Attn(h) and
     feed_forward(h, x, g) = x + g ⊙ MLP(h), each residual taken in its branch's last GEMM where a kernel allows."""
-    sh1, sc1, g1, sh2, sc2, g2 = mod.chunk(6, -1)                            # [B, D] each
+    # fp32 once (exact: every consumer computes in fp32 or rounds back to x's dtype), so that the kernels take its
+    # slices as they are instead of each converting its own
+    sh1, sc1, g1, sh2, sc2, g2 = mod.float().chunk(6, -1)                    # [B, D] each
     h = ops.modulated_layernorm(x, sh1, sc1)
     x = attend(h, x, g1)
     h = ops.modulated_layernorm(x, sh2, sc2)
