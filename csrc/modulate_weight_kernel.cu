@@ -24,7 +24,7 @@ __global__ void __launch_bounds__(256) modulate_weight_kernel(const T* __restric
       const float g = mod[b * rows + r];
 #pragma unroll
       for (int k = 0; k < VEC; ++k) m[k] = g;
-      if (bias != nullptr && j == 0) bias_out[b * rows + r] = static_cast<T>(static_cast<float>(bias[r]) * (offset + g));
+      if (bias != nullptr && j == 0) bias_out[b * rows + r] = from_float<T>(to_float(bias[r]) * (offset + g));
     } else {
       load_f32<VEC>(mod + b * cols + j, m);
     }
