@@ -123,12 +123,6 @@ void linear_residual_into(const at::Tensor& x, const at::Tensor& a, const at::Te
   const int64_t M = x.size(0), N = x.size(1), K = a.size(1);
   const int64_t B = gate.defined() ? gate.size(0) : 1, rows = M / B;
   if (M == 0 || N == 0) return;
-  if (K == 0) {  // a W^T = 0
-    out.copy_(gate.defined() && bias.defined()
-                  ? (x.view({B, rows, N}).to(at::kFloat) + (gate * bias.to(at::kFloat)).unsqueeze(1)).view({M, N})
-                  : (bias.defined() ? x + bias : x));
-    return;
-  }
   const at::ScalarType dtype = x.scalar_type();
   const int64_t elem = x.element_size();
   at::Tensor workspace = at::empty({static_cast<int64_t>(kWorkspaceBytes)}, x.options().dtype(at::kByte));
@@ -159,6 +153,7 @@ at::Tensor linear_residual(const at::Tensor& x_in, const at::Tensor& a_in, const
               "linear_residual: x, a and weight must share a dtype");
   const int64_t B = x_in.size(0), N = x_in.size(-1), M = x_in.numel() / std::max<int64_t>(N, 1);
   const int64_t K = a_in.size(-1);
+  TORCH_CHECK(K > 0, "linear_residual: a has no input features");
   TORCH_CHECK(weight_in.dim() == 2 && weight_in.size(0) == N && weight_in.size(1) == K,
               "linear_residual: weight must be [N, K] = [", N, ", ", K, "], got ", weight_in.sizes());
   TORCH_CHECK(a_in.numel() == M * K && (a_in.dim() == 1 || a_in.size(0) == B),

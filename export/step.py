@@ -136,7 +136,7 @@ def layer_weights(model, dtype=None, device=None) -> list[tuple]:
     out = []
     for l, blk in enumerate(model.base.blocks):
         t = [*linear(blk.attn.qkv), *linear(blk.attn.proj), *linear(blk.fc1), *linear(blk.fc2)]
-        ref = blk.attn.qkv.bias
+        ref = model.base.patch_embed.weight                                     # never FP8: a plain tensor
         if cfg.sync in ("soft", "hard"):
             t += [model.syncs[l].linear.weight, model.syncs[l].linear.bias]
         elif cfg.sync == "weighted":
