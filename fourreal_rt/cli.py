@@ -61,6 +61,7 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
     """
     from pathlib import Path
 
+    from .export.engine import EngineError
     from .io.outputs import check_output_dir
     from .io.video import InputError, probe, read_inputs
     from .model.weights import ModelNotFoundError, resolve
@@ -69,9 +70,8 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
 
     t0 = time.perf_counter()
     engine = None
-    EngineError = ()  # noqa: N806  (an except clause that catches nothing unless an engine is used)
     if engine_dir:  # the engine replaces the model; manifest, device and explicit options checked here, cheaply
-        from .export.engine import EngineError, preflight
+        from .export.engine import preflight
         explicit = click.get_current_context().get_parameter_source("model_name").name == "COMMANDLINE"
         try:
             engine, src = preflight(engine_dir, model_name=model_name if explicit else None, steps=steps,
