@@ -60,7 +60,14 @@ def main():
     ap.add_argument("--results-md", help="replace the quality table in this RESULTS.md")
     ap.add_argument("--from-json", nargs="+", metavar="JSON",
                     help="write the table of finished runs (their --json; rows merged by method) instead of running")
+    ap.add_argument("--pick-best", nargs="+", metavar="JSON",
+                    help="of finished runs (their --json), print the --soft model and --shift of the best soft PSNR "
+                         "on stdout (each run's on stderr) instead of running")
     args = ap.parse_args()
+    if args.pick_best:
+        model, shift, _ = pick_best([json.loads(Path(p).read_text()) for p in args.pick_best], log=sys.stderr)
+        print(model, shift)
+        return
     print(vars(args), flush=True)
     if args.from_json:
         return report([json.loads(Path(p).read_text()) for p in args.from_json], args.results_md)
@@ -128,6 +135,18 @@ def main():
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     report([result], args.results_md)
+
+
+def pick_best(results: list[dict], log=None) -> tuple[str, float, float]:
+    """(--soft model, --shift, PSNR) of the run whose trained soft model scored the highest PSNR."""
+    runs = []
+    for r in results:
+        argv = r["argv"]
+        psnr = [row["psnr"] for row in r["rows"] if row["method"] == "soft (trained)"][0]
+        runs.append((argv[argv.index("--soft") + 1], r["shift"], psnr))
+        if log is not None:
+            print(f"{r['split']} {runs[-1][0]} shift {r['shift']:g}: {psnr:.2f} dB", file=log, flush=True)
+    return max(runs, key=lambda run: run[2])
 
 
 def report(results: list[dict], results_md: str | None):

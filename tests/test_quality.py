@@ -36,3 +36,31 @@ def test_shipped_model_beats_additive_baseline(graded, i):
     ours = quality.psnr(pred[i], truth[i])
     additive = quality.psnr(quality.additive(truth[i]), truth[i])
     assert ours > additive, f"test scene {SCENES[i]}: model {ours:.2f} dB <= additive {additive:.2f} dB"
+
+
+def test_quality_pick_best_chooses_the_trained_model(tmp_path):
+    """`benchmarks/quality.py --pick-best` (what training/gpu_train.sh's VAL sweep uses) prints the --soft model and
+    --shift of the best run: the shipped model over an untrained one of the same preset, whatever the shift."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    from fourreal_rt.model.weights import save_model
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "quality.py"
+    torch.manual_seed(0)
+    untrained = save_model(TwoStreamModel(PRESETS["small"]), tmp_path / "untrained")
+    for i, (model, shift) in enumerate([(str(untrained), 60.0), ("small", 20.0)]):
+        out = tmp_path / f"val_{i}.json"
+        p = subprocess.run([sys.executable, str(script), "--soft", model, "--split", "val", "--n", "1", "--steps", "1",
+                            "--shift", str(shift), "--device", "cpu", "--json", str(out)], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert json.loads(out.read_text())["shift"] == shift
+    p = subprocess.run([sys.executable, str(script), "--pick-best", *(str(tmp_path / f"val_{i}.json") for i in range(2))],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    model, shift = p.stdout.split()
+    assert (model, float(shift)) == ("small", 20.0), (p.stdout, p.stderr)
+    assert p.stderr.count(" dB") == 2                                     # each run's soft PSNR, on stderr

@@ -101,17 +101,8 @@ if [ -n "${QSWEEP:-}" ] && [ "${#TRAINED[@]}" -gt 0 ]; then   # for the model tr
   for f in /tmp/val_*.json; do
     [ -f "$f" ] && python3 -c "import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))" "$f" >>"$OUT/quality_sweep.jsonl"
   done
-  read -r best_model best_shift < <(python3 - "$OUT/quality_sweep.jsonl" <<'PY'
-import json, sys
-runs = [json.loads(line) for line in open(sys.argv[1])]
-for r in runs:
-    r["model"] = r["argv"][r["argv"].index("--soft") + 1]
-    r["psnr"] = [w["psnr"] for w in r["rows"] if w["method"] == "soft (trained)"][0]
-    print(f"VAL {r['model']} shift {r['shift']:g}: {r['psnr']:.2f} dB", file=sys.stderr)
-best = max(runs, key=lambda r: r["psnr"])
-print(best["model"], best["shift"])
-PY
-)
+  read -r best_model best_shift < <(ls /tmp/val_*.json >/dev/null 2>&1 && \
+    python3 benchmarks/quality.py --pick-best /tmp/val_*.json)
   echo "VAL sweep: best ${best_model:-none (every run failed)} at σ shift ${best_shift:-}"
   [ -n "${best_model:-}" ] && \
   timeout 150 python3 benchmarks/quality.py --split test --n "${QN:-32}" --shift "$best_shift" --soft "$best_model" \
