@@ -19,13 +19,12 @@ at::Tensor gated_residual(const at::Tensor& x_in, const at::Tensor& y_in, const 
   const int64_t rows = x.numel() / std::max<int64_t>(D, 1);
   if (rows == 0 || D == 0) return out;
   const at::Tensor g = mod_f32(gate);  // [B, D] fp32
-  ResidualParams p{};
-  p.s[0] = ResidualStream{x.data_ptr(), row_indexer(x), y.data_ptr(), row_indexer(y), g.data_ptr<float>(), D,
-                          out.data_ptr(), D};
+  ResidualParams p{x.data_ptr(), row_indexer(x), y.data_ptr(), row_indexer(y), g.data_ptr<float>(), D,
+                   out.data_ptr(), D};
   p.rows = rows;
   p.rows_per_batch = rows / B;
   p.D = static_cast<int>(D);
-  FOURREAL_CUDA_CHECK(gated_residual_launch(kernel_dtype(x), p, 1, current_stream()));
+  FOURREAL_CUDA_CHECK(gated_residual_launch(kernel_dtype(x), p, current_stream()));
   return out;
 }
 

@@ -7,10 +7,10 @@ namespace fourreal {
 namespace {
 
 template <typename T>
-cudaError_t launch_residual_t(const ResidualParams& p, int nstreams, cudaStream_t stream) {
+cudaError_t launch_residual_t(const ResidualParams& p, cudaStream_t stream) {
   constexpr int V = 16 / sizeof(T);
-  const dim3 grid(grid_for(p.rows, kRowsPerBlock), nstreams);
-  if (residual_can_vectorize<T>(p, nstreams)) {
+  const unsigned grid = grid_for(p.rows, kRowsPerBlock);
+  if (residual_can_vectorize<T>(p)) {
     residual_kernel<T, V><<<grid, kRowThreads, 0, stream>>>(p);
   } else {
     residual_kernel<T, 1><<<grid, kRowThreads, 0, stream>>>(p);
@@ -20,12 +20,11 @@ cudaError_t launch_residual_t(const ResidualParams& p, int nstreams, cudaStream_
 
 }  // namespace
 
-cudaError_t gated_residual_launch(DType dtype, const ResidualParams& p, int nstreams, cudaStream_t stream) {
+cudaError_t gated_residual_launch(DType dtype, const ResidualParams& p, cudaStream_t stream) {
   if (p.rows == 0) return cudaSuccess;
-  if (nstreams < 1 || nstreams > 2) return cudaErrorInvalidValue;
   switch (dtype) {
-    case DType::kFloat32: return launch_residual_t<float>(p, nstreams, stream);
-    case DType::kBFloat16: return launch_residual_t<__nv_bfloat16>(p, nstreams, stream);
+    case DType::kFloat32: return launch_residual_t<float>(p, stream);
+    case DType::kBFloat16: return launch_residual_t<__nv_bfloat16>(p, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -68,36 +68,29 @@ __global__ void __launch_bounds__(256) modln_kernel(const ModLNParams p) {
   }
 }
 
-// out[r, :] = x[r, :] + gate[b, :] * y[r, :]  (gate == nullptr: gate = 1), b = r / rows_per_batch.
+// out[r, :] = x[r, :] + gate[b, :] * y[r, :], b = r / rows_per_batch.
 template <typename T, int VEC>
 __global__ void __launch_bounds__(256) residual_kernel(const ResidualParams p) {
-  const ResidualStream& s = p.s[blockIdx.y];
   const int lane = threadIdx.x & 31;
   const int nchunk = p.D / VEC;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
-  const T* __restrict__ x = static_cast<const T*>(s.x);
-  const T* __restrict__ y = static_cast<const T*>(s.y);
-  T* __restrict__ out = static_cast<T*>(s.out);
+  const T* __restrict__ x = static_cast<const T*>(p.x);
+  const T* __restrict__ y = static_cast<const T*>(p.y);
+  T* __restrict__ out = static_cast<T*>(p.out);
 
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < p.rows; r += warps) {
-    const T* __restrict__ xr = x + s.x_rows.offset(r);
-    const T* __restrict__ yr = y + s.y_rows.offset(r);
-    const float* __restrict__ g = s.gate ? s.gate + (r / p.rows_per_batch) * s.gate_stride : nullptr;
-    T* __restrict__ orow = out + r * s.out_stride;
+    const T* __restrict__ xr = x + p.x_rows.offset(r);
+    const T* __restrict__ yr = y + p.y_rows.offset(r);
+    const float* __restrict__ g = p.gate + (r / p.rows_per_batch) * p.gate_stride;
+    T* __restrict__ orow = out + r * p.out_stride;
 #pragma unroll 4
     for (int c = lane; c < nchunk; c += 32) {
-      float a[VEC], b[VEC], o[VEC];
+      float a[VEC], b[VEC], m[VEC], o[VEC];
       load_vec<T, VEC>(xr + c * VEC, a);
       load_vec<T, VEC>(yr + c * VEC, b);
-      if (g) {
-        float m[VEC];
-        load_f32<VEC>(g + c * VEC, m);
+      load_f32<VEC>(g + c * VEC, m);
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) o[i] = fmaf(m[i], b[i], a[i]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) o[i] = a[i] + b[i];
-      }
+      for (int i = 0; i < VEC; ++i) o[i] = fmaf(m[i], b[i], a[i]);
       store_vec<T, VEC>(orow + c * VEC, o);
     }
   }
@@ -120,17 +113,13 @@ inline bool modln_can_vectorize(const ModLNParams& p, int nstreams) {
 }
 
 template <typename T>
-inline bool residual_can_vectorize(const ResidualParams& p, int nstreams) {
+inline bool residual_can_vectorize(const ResidualParams& p) {
   constexpr int V = 16 / sizeof(T);
   if (p.D % V) return false;
-  for (int i = 0; i < nstreams; ++i) {
-    const ResidualStream& s = p.s[i];
-    if (!ptr_aligned(s.x, 16) || !rows_aligned(s.x_rows, V) || !ptr_aligned(s.y, 16) || !rows_aligned(s.y_rows, V))
-      return false;
-    if (!ptr_aligned(s.out, 16) || s.out_stride % V) return false;
-    if (s.gate && (!ptr_aligned(s.gate, 16) || s.gate_stride % 4)) return false;
-  }
-  return true;
+  if (!ptr_aligned(p.x, 16) || !rows_aligned(p.x_rows, V) || !ptr_aligned(p.y, 16) || !rows_aligned(p.y_rows, V))
+    return false;
+  if (!ptr_aligned(p.out, 16) || p.out_stride % V) return false;
+  return ptr_aligned(p.gate, 16) && p.gate_stride % 4 == 0;
 }
 
 }  // namespace fourreal

@@ -26,20 +26,16 @@ struct ModLNParams {
   float eps;
 };
 
-// One stream of a residual update: out[r] = x[r] + gate[b] * y[r] (gate == nullptr: plain sum).
-struct ResidualStream {
+// A gated residual update: out[r] = x[r] + gate[b] * y[r].
+struct ResidualParams {
   const void* x;          // [rows, D]
   RowIndexer x_rows;
   const void* y;          // [rows, D]
   RowIndexer y_rows;
-  const float* gate;      // [B, D] fp32 or nullptr
+  const float* gate;      // [B, D] fp32
   int64_t gate_stride;
   void* out;              // [rows, D] with row stride out_stride
   int64_t out_stride;
-};
-
-struct ResidualParams {
-  ResidualStream s[2];
   int64_t rows;
   int64_t rows_per_batch;
   int D;

@@ -132,7 +132,7 @@ static void test_modln(int B, int R, int D, int pitch, const char* name) {
 
 // --- gated residual, permuted (two-dim) row layout for y --------------------------------------------------------
 template <typename T>
-static void test_residual(int B, int R1, int R2, int D, bool gated, const char* name) {
+static void test_residual(int B, int R1, int R2, int D, const char* name) {
   // logical rows (b, i, j) with i < R1, j < R2; x contiguous, y stored as [B, R2, R1, D] (transposed row dims)
   const int rows = B * R1 * R2;
   Buf<T> x(randn(static_cast<size_t>(rows) * D)), y(randn(static_cast<size_t>(rows) * D));
@@ -141,13 +141,11 @@ static void test_residual(int B, int R1, int R2, int D, bool gated, const char* 
   out.poison();
   const int64_t xs[1] = {rows}, xst[1] = {D};
   const int64_t ys[3] = {B, R1, R2}, yst[3] = {int64_t(R1) * R2 * D, D, int64_t(R1) * D};
-  ResidualParams p{};
-  p.s[0] = ResidualStream{x.d, make_row_indexer(1, xs, xst), y.d, make_row_indexer(3, ys, yst), gated ? g.d : nullptr,
-                          D, out.d, D};
+  ResidualParams p{x.d, make_row_indexer(1, xs, xst), y.d, make_row_indexer(3, ys, yst), g.d, D, out.d, D};
   p.rows = rows;
   p.rows_per_batch = R1 * R2;
   p.D = D;
-  CK(gated_residual_launch(sizeof(T) == 2 ? DType::kBFloat16 : DType::kFloat32, p, 1, 0));
+  CK(gated_residual_launch(sizeof(T) == 2 ? DType::kBFloat16 : DType::kFloat32, p, 0));
   CK(cudaDeviceSynchronize());
   const auto o = out.download();
   std::vector<float> ref;
@@ -158,7 +156,7 @@ static void test_residual(int B, int R1, int R2, int D, bool gated, const char* 
         for (int c = 0; c < D; ++c) {
           const size_t r = (static_cast<size_t>(b) * R1 + i) * R2 + j;
           const size_t yo = ((static_cast<size_t>(b) * R2 + j) * R1 + i) * D + c;
-          ref.push_back(x.f[r * D + c] + (gated ? g.f[b * D + c] : 1.f) * y.f[yo]);
+          ref.push_back(x.f[r * D + c] + g.f[b * D + c] * y.f[yo]);
           idx.push_back(r * D + c);
         }
   expect_close(name, o, ref, idx, out_rtol<T>(), 1e-5f);
@@ -353,9 +351,9 @@ int main() {
   test_modln<__nv_bfloat16>(3, 11, 1024, 1032, "modln bf16 D=1024 strided rows");
   test_modln<__nv_bfloat16>(2, 9, 33, 35, "modln bf16 D=33 (scalar path)");
   test_modln<float>(2, 13, 192, 196, "modln fp32 D=192 strided rows");
-  test_residual<__nv_bfloat16>(2, 5, 7, 192, true, "residual bf16 gated, permuted y");
-  test_residual<__nv_bfloat16>(1, 3, 9, 1024, false, "residual bf16 plain");
-  test_residual<float>(2, 3, 5, 37, true, "residual fp32 D=37 (scalar path)");
+  test_residual<__nv_bfloat16>(2, 5, 7, 192, "residual bf16, permuted y");
+  test_residual<__nv_bfloat16>(1, 3, 9, 1024, "residual bf16 D=1024");
+  test_residual<float>(2, 3, 5, 37, "residual fp32 D=37 (scalar path)");
   test_rope_pack<__nv_bfloat16>(2, 3, 5, 7, 2, 32, kAxisTime, "rope_pack bf16 time hd=32");
   test_rope_pack<__nv_bfloat16>(1, 4, 3, 9, 3, 64, kAxisView, "rope_pack bf16 view hd=64");
   test_rope_pack<__nv_bfloat16>(2, 3, 2, 5, 2, 6, kAxisView, "rope_pack bf16 view hd=6 (pairs)");
