@@ -19,6 +19,13 @@ TORCH_LIBRARY(fourreal_C, m) {
   // Attention along a grid axis with RoPE: [B, V, T, N, H, hd] -> same; backend 0 cuDNN, 1 flash, 2 SDPA default,
   // 3 memory-efficient.
   m.def("grid_attention(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, int axis, int backend) -> Tensor");
+  // rope_pack with e4m3 outputs scaled per tensor for cuDNN's FP8 attention; scalars: fp32 [9] (descale q, k, v,
+  // descale s, scale s, scale o, amax q, k, v), written.
+  m.def("rope_pack_fp8(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, int axis, Tensor! q_out, "
+        "Tensor! k_out, Tensor! v_out, Tensor! scalars) -> ()");
+  // The e4m3 attention output on packed sequences [S, L, H, hd], times the device scalar `scale`, back to the grid
+  // layout: writes out [B, V, T, N, H, hd] (bf16 or fp32).
+  m.def("grid_gather_fp8(Tensor o8, Tensor scale, int axis, Tensor! out) -> ()");
   // x + gate * (a W^T + bias) in one cuBLASLt GEMM (residual and bias in its epilogue, gate folded into W).
   // x: [B, ..., N]; a: [B, ..., K]; weight: [N, K]; bias: [N]; gate: [B, N].
   m.def("linear_residual(Tensor x, Tensor a, Tensor weight, Tensor? bias, Tensor? gate) -> Tensor");

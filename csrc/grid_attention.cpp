@@ -1,5 +1,7 @@
 // fourreal_C::grid_attention and fourreal_C::rope_pack: checks, allocation, the RoPE + pack kernel, the attention
 // core on packed sequences, the gather back to the grid layout. Twin: twins.grid_attention.
+// fourreal_C::rope_pack_fp8 and fourreal_C::grid_gather_fp8: the two halves around cuDNN's FP8 attention, which
+// fourreal_rt/ops/attention_fp8.py calls between them. Twin: twins.grid_attention_fp8.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -42,9 +44,10 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   TORCH_CHECK(q.size(5) % 2 == 0, "grid_attention: head_dim must be even for RoPE");
 }
 
-// Packs q, k (rotated) and v into out[0..2]: [S, L, H, hd] contiguous each.
+// Packs q, k (rotated) and v into out[0..2]: [S, L, H, hd] contiguous each; in q's dtype, or as e4m3 scaled by
+// the amax of each tensor when scalars (fp32 [kFp8AttentionScalars]) is given.
 void rope_pack_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos_in,
-                    const at::Tensor& sin_in, int64_t axis, const at::Tensor* out) {
+                    const at::Tensor& sin_in, int64_t axis, const at::Tensor* out, float* scalars = nullptr) {
   const int64_t B = q.size(0), V = q.size(1), T = q.size(2), N = q.size(3), hd = q.size(5);
   const int64_t F = axis == kAxisTime ? T : V;
   TORCH_CHECK(axis == kAxisTime || axis == kAxisView, "grid_attention: axis must be 0 (time) or 1 (view)");
@@ -63,8 +66,9 @@ void rope_pack_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   const at::Tensor src[3] = {pair_ready(q), pair_ready(k), pair_ready(v)};
   RopePackParams p{};
   for (int w = 0; w < 3; ++w) {
-    TORCH_CHECK(out[w].is_contiguous() && out[w].numel() == q.numel() && out[w].scalar_type() == q.scalar_type(),
-                "rope_pack: outputs must be contiguous, of q's size and dtype");
+    TORCH_CHECK(out[w].is_contiguous() && out[w].numel() == q.numel() &&
+                    out[w].scalar_type() == (scalars ? at::kFloat8_e4m3fn : q.scalar_type()),
+                "rope_pack: outputs must be contiguous, of q's size and of q's dtype (float8_e4m3fn for rope_pack_fp8)");
     p.src[w] = src[w].data_ptr();
     for (int d = 0; d < 5; ++d) p.src_strides[w][d] = src[w].stride(d);
     p.dst[w] = out[w].data_ptr();
@@ -75,7 +79,30 @@ void rope_pack_into(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   p.axis = static_cast<int>(axis);
   p.nrot = 2;
   p.ntensors = 3;
-  FOURREAL_CUDA_CHECK(rope_pack_launch(kernel_dtype(q), p, current_stream()));
+  FOURREAL_CUDA_CHECK(scalars ? rope_pack_fp8_launch(kernel_dtype(q), p, scalars, current_stream())
+                              : rope_pack_launch(kernel_dtype(q), p, current_stream()));
+}
+
+// Gather of an attention output on packed sequences o_seq: [S, L, H, hd] (any strides, hd contiguous) back to
+// the grid layout [B, V, T, N, H, hd].
+GridGatherParams gather_params(const at::Tensor& o_seq, int64_t axis, const at::Tensor& out) {
+  GridGatherParams g{};
+  TORCH_CHECK(o_seq.stride(3) == 1, "grid_attention: attention output has a strided head dim");
+  TORCH_CHECK(out.is_contiguous() && out.dim() == 6 && out.numel() == o_seq.numel(),
+              "grid_attention: output must be contiguous [B, V, T, N, H, hd]");
+  const int64_t V = out.size(1), T = out.size(2), N = out.size(3);
+  const int64_t sS = o_seq.stride(0), sL = o_seq.stride(1), sH = o_seq.stride(2);
+  if (axis == kAxisTime) {  // S = b * V + v, L = t * N + n
+    const int64_t st[5] = {V * sS, sS, N * sL, sL, sH};
+    std::copy(st, st + 5, g.src_strides);
+  } else {                  // S = b * T + t, L = v * N + n
+    const int64_t st[5] = {T * sS, N * sL, sS, sL, sH};
+    std::copy(st, st + 5, g.src_strides);
+  }
+  g.src = o_seq.data_ptr();
+  g.dst = out.data_ptr();
+  g.B = out.size(0); g.V = V; g.T = T; g.N = N; g.H = out.size(4); g.hd = out.size(5);
+  return g;
 }
 
 }  // namespace
@@ -129,26 +156,45 @@ at::Tensor grid_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   const at::Tensor o_seq = o.transpose(1, 2);  // [S, L, H, hd]
   if (axis == kAxisTime && o_seq.is_contiguous()) return o_seq.view({B, V, T, N, H, hd});
   at::Tensor out = at::empty({B, V, T, N, H, hd}, q.options());
-  GridGatherParams g{};
-  g.src = o_seq.data_ptr();
-  const int64_t sS = o_seq.stride(0), sL = o_seq.stride(1), sH = o_seq.stride(2);
-  TORCH_CHECK(o_seq.stride(3) == 1, "grid_attention: attention output has a strided head dim");
-  if (axis == kAxisTime) {  // S = b * V + v, L = t * N + n
-    const int64_t st[5] = {V * sS, sS, N * sL, sL, sH};
-    std::copy(st, st + 5, g.src_strides);
-  } else {                  // S = b * T + t, L = v * N + n
-    const int64_t st[5] = {T * sS, N * sL, sS, sL, sH};
-    std::copy(st, st + 5, g.src_strides);
-  }
-  g.dst = out.data_ptr();
-  g.B = B; g.V = V; g.T = T; g.N = N; g.H = H; g.hd = hd;
-  FOURREAL_CUDA_CHECK(grid_gather_launch(kernel_dtype(q), g, current_stream()));
+  FOURREAL_CUDA_CHECK(grid_gather_launch(kernel_dtype(q), gather_params(o_seq, axis, out), current_stream()));
   return out;
+}
+
+// As rope_pack, with e4m3 outputs [S, L, H, hd] scaled per tensor for cuDNN's FP8 attention; writes scalars
+// (fp32 [kFp8AttentionScalars]: descale q, k, v, descale s, scale s, scale o, then the three amax values).
+void rope_pack_fp8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos,
+                   const at::Tensor& sin, int64_t axis, at::Tensor& q_out, at::Tensor& k_out, at::Tensor& v_out,
+                   at::Tensor& scalars) {
+  check_qkv(q, k, v);
+  TORCH_CHECK(scalars.is_cuda() && scalars.scalar_type() == at::kFloat && scalars.is_contiguous() &&
+                  scalars.numel() == kFp8AttentionScalars && scalars.device() == q.device(),
+              "rope_pack_fp8: scalars must be a contiguous fp32 CUDA tensor of ", int(kFp8AttentionScalars));
+  const c10::cuda::CUDAGuard guard(q.device());
+  const at::Tensor outs[3] = {q_out, k_out, v_out};
+  rope_pack_into(q, k, v, cos, sin, axis, outs, scalars.data_ptr<float>());
+}
+
+// o8: the e4m3 attention output on the packed sequences of `axis`, [S, L, H, hd] (any strides, hd contiguous);
+// scale: fp32 device scalar (o ≈ o8 * scale); writes out: [B, V, T, N, H, hd] contiguous bf16 or fp32.
+void grid_gather_fp8(const at::Tensor& o8, const at::Tensor& scale, int64_t axis, at::Tensor& out) {
+  TORCH_CHECK(o8.is_cuda() && o8.dim() == 4 && o8.scalar_type() == at::kFloat8_e4m3fn,
+              "grid_gather_fp8: o8 must be a float8_e4m3fn CUDA tensor [S, L, H, hd]");
+  TORCH_CHECK(axis == kAxisTime || axis == kAxisView, "grid_gather_fp8: axis must be 0 (time) or 1 (view)");
+  TORCH_CHECK(scale.is_cuda() && scale.scalar_type() == at::kFloat && scale.numel() == 1 && scale.device() == o8.device(),
+              "grid_gather_fp8: scale must be one fp32 value on o8's device");
+  TORCH_CHECK(out.device() == o8.device() && out.dim() == 6 && out.size(4) == o8.size(2) && out.size(5) == o8.size(3) &&
+                  out.size(0) * (axis == kAxisTime ? out.size(1) : out.size(2)) == o8.size(0),
+              "grid_gather_fp8: out [B, V, T, N, H, hd] does not match o8 ", o8.sizes());
+  const c10::cuda::CUDAGuard guard(o8.device());
+  FOURREAL_CUDA_CHECK(grid_gather_fp8_launch(kernel_dtype(out), gather_params(o8, axis, out), scale.data_ptr<float>(),
+                                             current_stream()));
 }
 
 TORCH_LIBRARY_IMPL(fourreal_C, CUDA, m) {
   m.impl("rope_pack", &rope_pack);
   m.impl("grid_attention", &grid_attention);
+  m.impl("rope_pack_fp8", &rope_pack_fp8);
+  m.impl("grid_gather_fp8", &grid_gather_fp8);
 }
 
 }  // namespace fourreal

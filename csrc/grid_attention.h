@@ -3,6 +3,12 @@
 // gather of each sequence into one contiguous [S, L, H, hd] buffer (rope_pack), and the scatter of the attention
 // output back to the grid layout (grid_gather). The attention core between them runs on packed sequences
 // (cuDNN SDPA by default; grid_attention.cpp). Kernels: grid_attention_kernel.cu.
+//
+// FP8 attention (fourreal_rt/ops/attention_fp8.py) packs q, k, v as e4m3 with one scale per tensor (rope_pack_fp8:
+// an amax pass, then RoPE + pack + scale + convert) for cuDNN's FP8 SDPA, and gathers its e4m3 output back as
+// bf16/fp32 (grid_gather_fp8). The scales come from the amax of this very call: for q and k the largest norm of a
+// rotated channel pair (rotation keeps pair norms, so it bounds every rotated value), for v the largest |v|, which
+// also bounds the output (each output row is a convex combination of v's rows).
 #pragma once
 
 #include "types.h"
@@ -30,7 +36,21 @@ struct GridGatherParams {
   int B, V, T, N, H, hd;
 };
 
+// The 6 fp32 scalars of cuDNN's FP8 SDPA, in this order, and the 3 amax values after them in the same buffer.
+enum Fp8AttentionScalar : int {
+  kDescaleQ = 0, kDescaleK, kDescaleV,  // amax / 448 of q, k, v: a stored e4m3 value times this is the real value
+  kDescaleS, kScaleS,                   // 1 / 448 and 448: softmax probabilities (<= 1) stored as p * 448
+  kScaleO,                              // 1 / descale_v: the output stored in v's scale
+  kAmaxQ, kAmaxK, kAmaxV,
+  kFp8AttentionScalars
+};
+
 cudaError_t rope_pack_launch(DType dtype, const RopePackParams& p, cudaStream_t stream);
 cudaError_t grid_gather_launch(DType dtype, const GridGatherParams& p, cudaStream_t stream);
+// q, k, v (dtype) -> p.dst[0..2] as e4m3 bytes scaled by 448 / amax; scalars: [kFp8AttentionScalars] fp32, written
+// whole (the amax pass first, then the pack, whose first thread writes the cuDNN scalars). p.ntensors must be 3.
+cudaError_t rope_pack_fp8_launch(DType dtype, const RopePackParams& p, float* scalars, cudaStream_t stream);
+// p.src holds e4m3 bytes; writes p.dst in out_dtype, each value times *scale (a device scalar).
+cudaError_t grid_gather_fp8_launch(DType out_dtype, const GridGatherParams& p, const float* scale, cudaStream_t stream);
 
 }  // namespace fourreal

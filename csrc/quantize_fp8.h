@@ -7,8 +7,6 @@
 
 namespace fourreal {
 
-constexpr float kFp8E4m3Max = 448.f;
-
 // x: [rows, K] in dtype with row stride x_stride (elements); q: [rows, K] e4m3 bytes, contiguous; scale: [rows] fp32.
 cudaError_t quantize_fp8_rowwise_launch(DType dtype, const void* x, int64_t x_stride, int64_t rows, int K, bool gelu,
                                         uint8_t* q, float* scale, cudaStream_t stream);

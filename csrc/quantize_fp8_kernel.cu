@@ -1,8 +1,7 @@
 // Row-wise e4m3 quantization: one warp per row, two passes over the row (amax, then scale + convert; the second
 // pass reads the row back from L1/L2), saturating conversion, 16-byte loads.
-#include <cuda_fp8.h>
-
 #include "common.cuh"
+#include "fp8.cuh"
 #include "quantize_fp8.h"
 
 namespace fourreal {
@@ -10,30 +9,6 @@ namespace fourreal {
 __device__ __forceinline__ float gelu_tanh(float x) {
   const float k0 = 0.7978845608028654f;  // sqrt(2 / pi)
   return 0.5f * x * (1.f + tanhf(k0 * (x + 0.044715f * x * x * x)));
-}
-
-template <int VEC>
-__device__ __forceinline__ void store_fp8(uint8_t* __restrict__ p, const float (&v)[VEC]) {
-  if constexpr (VEC % 2 == 0) {
-    __nv_fp8x2_storage_t pk[VEC / 2];
-#pragma unroll
-    for (int j = 0; j < VEC / 2; ++j)
-      pk[j] = __nv_cvt_float2_to_fp8x2(make_float2(v[2 * j], v[2 * j + 1]), __NV_SATFINITE, __NV_E4M3);
-    if constexpr (VEC == 8) {
-      uint2 u;
-      u.x = static_cast<uint32_t>(pk[0]) | (static_cast<uint32_t>(pk[1]) << 16);
-      u.y = static_cast<uint32_t>(pk[2]) | (static_cast<uint32_t>(pk[3]) << 16);
-      *reinterpret_cast<uint2*>(p) = u;
-    } else if constexpr (VEC == 4) {
-      *reinterpret_cast<uint32_t*>(p) = static_cast<uint32_t>(pk[0]) | (static_cast<uint32_t>(pk[1]) << 16);
-    } else {
-#pragma unroll
-      for (int j = 0; j < VEC / 2; ++j) *reinterpret_cast<__nv_fp8x2_storage_t*>(p + 2 * j) = pk[j];
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) p[j] = __nv_cvt_float_to_fp8(v[j], __NV_SATFINITE, __NV_E4M3);
-  }
 }
 
 template <typename T, int VEC, bool GELU>

@@ -13,6 +13,8 @@ enum class DType : int { kFloat32 = 0, kBFloat16 = 1 };
 
 constexpr int kMaxRowDims = 6;
 
+constexpr float kFp8E4m3Max = 448.f;  // largest finite float8_e4m3fn
+
 // Maps a logical row index (row-major over the tensor's leading dims) to an element offset, for a tensor
 // whose last dim is contiguous. Dims are stored innermost first; adjacent dims that are contiguous with each
 // other are coalesced on the host, so the usual contiguous tensor has ndim == 1 and costs one multiply.

@@ -48,7 +48,8 @@ WEIGHTS_FILE = "weights.safetensors"
 TABLES_FILE = "sigma_tables.safetensors"
 LAYER_FILE = "layer.pt2"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# fp8 engines: bf16 activations with the block linears (qkv, proj, fc1, fc2) in e4m3, row-wise scales (ops/fp8.py)
+# fp8 engines: bf16 activations with the block linears (qkv, proj, fc1, fc2) in e4m3, row-wise scales (ops/fp8.py),
+# and the attention cores in e4m3, per-tensor scales (ops/attention_fp8.py), as `generate --fp8`
 FP8 = "fp8"
 # ORT (CPU, Python ops) check of the ONNX graph at build time: only where one evaluation is cheap.
 # Measure: tokens x width x depth of one stream (tiny 3.5e4, small 1.1e7, paper 9.1e8).
@@ -552,7 +553,8 @@ def _build_into(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runtime,
 
 def _build_runtime(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runtime, parts, log) -> dict:
     """Weights, σ tables and the chosen runtime (+ layer.pt2) into `d`; returns the manifest (no onnx, files).
-    fp8: the block linears in e4m3 (dt is then bf16), judged against the non-engine path with the same linears."""
+    fp8: the block linears and attention in e4m3 (dt is then bf16), judged against the non-engine path with the same
+    FP8 model."""
     from safetensors.torch import save_file
 
     from fourreal_rt.sampler.flow import sigma_schedule

@@ -48,7 +48,8 @@ def main():
 @click.option("--engine", "engine_dir", default=None, metavar="ENGINE",
               help="engine directory from `build-engine`; replaces --model (its manifest gives the model, steps, "
                    "dtype and device). Engines are code: use only engines you trust")
-@click.option("--fp8", is_flag=True, help="block linears in FP8 (e4m3, row-wise scales); off by default")
+@click.option("--fp8", is_flag=True, help="block linears (row-wise scales) and attention (cuDNN FP8 SDPA, per-tensor "
+                                         "scales) in FP8 e4m3; off by default")
 @click.option("--overwrite", is_flag=True, help="replace an existing output directory")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON summary on stdout")
@@ -219,7 +220,7 @@ def info(as_json):
 @click.option("--shift", type=click.FloatRange(0, min_open=True), default=None,
               help="time shift of the σ schedule, fixed in the engine [default: generate's, 60]")
 @click.option("--dtype", type=click.Choice(["auto", "bf16", "fp16", "fp32", "fp8"]), default="auto", show_default=True,
-              help="auto: bf16 on CUDA, fp32 on CPU; fp8: bf16 with the block linears in e4m3, row-wise scales "
+              help="auto: bf16 on CUDA, fp32 on CPU; fp8: bf16 with the block linears and attention in e4m3 "
                    "(as generate --fp8; emulated on the CPU, for checking)")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
               help="the target; a CUDA engine runs only on the GPU model it was built on")

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gated_residual.h"
@@ -237,6 +238,59 @@ static void test_rope_pack(int B, int V, int T_, int N, int H, int hd, int axis,
   expect_close(buf, k_out, refk, idx, out_rtol<T>(), 1e-5f);
   std::snprintf(buf, sizeof(buf), "%s v packed+gathered", name);
   expect_close(buf, v_back, refv, idxv, 0.f, 0.f);  // a pure copy: exact
+
+  // FP8: the same pack as e4m3 scaled by each tensor's amax (q, k: largest pair norm; v: largest |v|), then v's
+  // gather back with its descale; e4m3 keeps 3 mantissa bits (half an ulp: 1/16 relative), subnormals are spaced
+  // 2^-9 of the scale
+  uint8_t* p8[3];
+  float* scal;
+  for (auto& d : p8) {
+    CK(cudaMalloc(&d, tokens * per));
+    CK(cudaMemset(d, 0x7f, tokens * per));  // NaN in e4m3
+  }
+  CK(cudaMalloc(&scal, kFp8AttentionScalars * sizeof(float)));
+  CK(cudaMemset(scal, 0xff, kFp8AttentionScalars * sizeof(float)));
+  for (int w = 0; w < 3; ++w) p.dst[w] = p8[w];
+  CK(rope_pack_fp8_launch(dt, p, scal, 0));
+  back.poison();
+  g.src = p8[2];
+  CK(grid_gather_fp8_launch(dt, g, scal + kDescaleV, 0));
+  CK(cudaDeviceSynchronize());
+  std::vector<float> sc(kFp8AttentionScalars);
+  CK(cudaMemcpy(sc.data(), scal, sc.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  float amax[3] = {0.f, 0.f, 0.f};
+  for (size_t i = 0; i + 1 < refq.size(); i += 2) {
+    amax[0] = std::fmax(amax[0], std::sqrt(refq[i] * refq[i] + refq[i + 1] * refq[i + 1]));
+    amax[1] = std::fmax(amax[1], std::sqrt(refk[i] * refk[i] + refk[i + 1] * refk[i + 1]));
+  }
+  for (float x : refv) amax[2] = std::fmax(amax[2], std::fabs(x));
+  bool ok = true;
+  for (int w = 0; w < 3; ++w) {
+    ok = ok && std::fabs(sc[kAmaxQ + w] - amax[w]) <= 1e-5f * amax[w] + 1e-6f;
+    ok = ok && std::fabs(sc[kDescaleQ + w] - sc[kAmaxQ + w] / kFp8E4m3Max) <= 1e-6f * sc[kDescaleQ + w];
+  }
+  ok = ok && sc[kDescaleS] == 1.f / kFp8E4m3Max && sc[kScaleS] == kFp8E4m3Max &&
+       std::fabs(sc[kScaleO] * sc[kDescaleV] - 1.f) < 1e-6f;
+  std::printf("%-52s %s  amax q %.4f (ref %.4f), k %.4f (ref %.4f), v %.4f (ref %.4f)\n", (std::string(name) + " fp8 scalars").c_str(),
+              ok ? "ok  " : "FAIL", sc[kAmaxQ], amax[0], sc[kAmaxK], amax[1], sc[kAmaxV], amax[2]);
+  failures += !ok;
+  for (int w = 0; w < 3; ++w) {
+    std::vector<uint8_t> raw(tokens * per);
+    CK(cudaMemcpy(raw.data(), p8[w], raw.size(), cudaMemcpyDeviceToHost));
+    std::vector<float> deq(raw.size());
+    for (size_t i = 0; i < raw.size(); ++i) {
+      __nv_fp8_e4m3 e;
+      e.__x = raw[i];
+      deq[i] = static_cast<float>(e) * sc[kDescaleQ + w];
+    }
+    const auto& ref = w == 0 ? refq : w == 1 ? refk : refv;
+    std::snprintf(buf, sizeof(buf), "%s fp8 %c packed", name, "qkv"[w]);
+    expect_close(buf, deq, ref, idx, 1.f / 16 + 1e-5f, std::ldexp(sc[kDescaleQ + w], -10));
+  }
+  std::snprintf(buf, sizeof(buf), "%s fp8 v gathered", name);
+  expect_close(buf, back.download(), refv, idxv, 1.f / 16 + 1e-5f, std::ldexp(sc[kDescaleV], -10));
+  for (auto d : p8) cudaFree(d);
+  cudaFree(scal);
 }
 
 // --- hard sync's weight modulation -------------------------------------------------------------------------------

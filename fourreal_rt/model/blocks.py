@@ -54,6 +54,7 @@ class Attention(nn.Module):
         self.heads = cfg.heads
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.fp8_attention = False   # the core in e4m3 (ops.grid_attention_fp8); set by ops.fp8.convert_to_fp8
 
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], axis: str, x: torch.Tensor,
                 gate: torch.Tensor) -> torch.Tensor:
@@ -61,7 +62,8 @@ class Attention(nn.Module):
         h, x: [B, V, T, N, D]; gate: [B, D]."""
         B, V, T, N, D = h.shape
         q, k, v = self.qkv(h).view(B, V, T, N, 3, self.heads, D // self.heads).unbind(4)  # [B, V, T, N, H, hd]
-        o = ops.grid_attention(q, k, v, rope[0], rope[1], axis)               # [B, V, T, N, H, hd]
+        attend = ops.grid_attention_fp8 if self.fp8_attention else ops.grid_attention
+        o = attend(q, k, v, rope[0], rope[1], axis)                           # [B, V, T, N, H, hd]
         return gated_linear(x, o.flatten(-2), self.proj, gate)                # [B, V, T, N, D]
 
 

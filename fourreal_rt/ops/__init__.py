@@ -38,6 +38,7 @@ def _route(name):
 
 
 grid_attention = _route("grid_attention")
+grid_attention_fp8 = _route("grid_attention_fp8")   # e4m3 core (cuDNN's FP8 SDPA on CUDA; attention_fp8.py)
 hard_sync = _route("hard_sync")
 gated_residual = _route("gated_residual")
 

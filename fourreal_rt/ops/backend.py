@@ -78,6 +78,16 @@ def register_cuda_kernels() -> bool:
                                                                    # where a core declines (fp32, flash hd % 8)
         return C.grid_attention(q, k, v, cos, sin, twins.AXES.index(axis), core)
 
+    def grid_attention_fp8(q, k, v, cos, sin, axis):
+        # q, k, v: [B, V, T, N, H, hd] -> [B, V, T, N, H, hd]; the bf16 core where cuDNN's FP8 one is not to be had
+        from . import attention_fp8
+        if _ok(q) and attention_fp8.usable(q):
+            try:
+                return attention_fp8.grid_attention_fp8(q, k, v, cos, sin, axis)
+            except attention_fp8.Unsupported as e:
+                attention_fp8.decline(q, e)
+        return grid_attention(q, k, v, cos, sin, axis)
+
     def modulated_layernorm(x, shift, scale, eps):
         # x: [B, ..., D]; shift, scale: [B, D]
         if not _ok(x, width=x.shape[-1]):
@@ -103,7 +113,8 @@ def register_cuda_kernels() -> bool:
             return twins.hard_sync(y_v, y_t, mod, weight, bias).contiguous()
         return C.hard_sync(y_v, y_t, mod, weight, bias)
 
-    custom.register_kernels("CUDA", {"grid_attention": grid_attention, "modulated_layernorm": modulated_layernorm,
+    custom.register_kernels("CUDA", {"grid_attention": grid_attention, "grid_attention_fp8": grid_attention_fp8,
+                                     "modulated_layernorm": modulated_layernorm,
                                      "gated_residual": gated_residual, "soft_sync": soft_sync, "hard_sync": hard_sync})
 
     # fake (meta) implementations of the compiled ops, so that they trace too
@@ -121,6 +132,8 @@ def register_cuda_kernels() -> bool:
     torch.library.register_fake("fourreal_C::linear_residual")(
         lambda x, a, weight, bias, gate: torch.empty_like(x, memory_format=torch.contiguous_format))
     torch.library.register_fake("fourreal_C::rope_pack")(lambda *args: None)
+    torch.library.register_fake("fourreal_C::rope_pack_fp8")(lambda *args: None)
+    torch.library.register_fake("fourreal_C::grid_gather_fp8")(lambda *args: None)
     torch.library.register_fake("fourreal_C::quantize_fp8_rowwise")(lambda *args: None)
     _state["registered"] = True
     return True

@@ -23,6 +23,11 @@ def _grid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torc
     return twins.grid_attention(q, k, v, cos, sin, axis).contiguous()
 
 
+def _grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        axis: str) -> torch.Tensor:
+    return twins.grid_attention_fp8(q, k, v, cos, sin, axis).contiguous()
+
+
 def _modulated_layernorm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     return twins.modulated_layernorm(x, shift, scale, eps).contiguous()
 
@@ -42,9 +47,10 @@ def _hard_sync(y_v: torch.Tensor, y_t: torch.Tensor, mod: torch.Tensor, weight: 
     return twins.hard_sync(y_v, y_t, mod, weight, bias).contiguous()
 
 
-TWINS = {"grid_attention": _grid_attention, "modulated_layernorm": _modulated_layernorm,
-         "gated_residual": _gated_residual, "soft_sync": _soft_sync, "hard_sync": _hard_sync}
-grid_attention, modulated_layernorm, gated_residual, soft_sync, hard_sync = (
+TWINS = {"grid_attention": _grid_attention, "grid_attention_fp8": _grid_attention_fp8,
+         "modulated_layernorm": _modulated_layernorm, "gated_residual": _gated_residual, "soft_sync": _soft_sync,
+         "hard_sync": _hard_sync}
+grid_attention, grid_attention_fp8, modulated_layernorm, gated_residual, soft_sync, hard_sync = (
     torch.library.custom_op(f"fourreal::{name}", fn, mutates_args=()) for name, fn in TWINS.items())
 
 
@@ -53,6 +59,7 @@ def _like(t: torch.Tensor) -> torch.Tensor:
 
 
 grid_attention.register_fake(lambda q, k, v, cos, sin, axis: _like(q))
+grid_attention_fp8.register_fake(lambda q, k, v, cos, sin, axis: _like(q))
 modulated_layernorm.register_fake(lambda x, shift, scale, eps: _like(x))
 gated_residual.register_fake(lambda x, y, gate: _like(x))
 soft_sync.register_fake(lambda y_v, y_t, mod, weight, bias, eps: (_like(y_v), _like(y_t)))

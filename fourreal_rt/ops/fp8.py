@@ -1,9 +1,9 @@
 """FP8 (e4m3) linears with row-wise scales, selectable at run time.
 
-`convert_to_fp8(model)` swaps the block linears (qkv, proj, fc1, fc2) for `FP8Linear`: the weight is quantized
-once per output channel, the activations per token on the fly (our kernel `fourreal_C::quantize_fp8_rowwise` on
-CUDA, `quantize_rowwise_twin` elsewhere), and the product runs in `torch._scaled_mm` with fp32 scales and a bf16
-output. On CPU, `FP8Linear` emulates the same arithmetic (quantize, dequantize, bf16/fp32 matmul), so the FP8
+`convert_to_fp8(model)` runs the attention cores in e4m3 (ops/attention_fp8.py) and swaps the block linears (qkv,
+proj, fc1, fc2) for `FP8Linear`: the weight is quantized once per output channel, the activations per token on the
+fly (our kernel `fourreal_C::quantize_fp8_rowwise` on CUDA, `quantize_rowwise_twin` elsewhere), and the product runs
+in `torch._scaled_mm` with fp32 scales and a bf16 output. On CPU, `FP8Linear` emulates the same arithmetic (quantize, dequantize, bf16/fp32 matmul), so the FP8
 path can be tested anywhere. Its quality cost is measured in benchmarks/bench_step.py (RESULTS.md); it is off
 unless asked for.
 """
@@ -78,9 +78,13 @@ class FP8Linear(nn.Module):
         return out if self.bias is None else out + self.bias
 
 
-def convert_to_fp8(model: nn.Module, targets=DEFAULT_TARGETS) -> int:
+def convert_to_fp8(model: nn.Module, targets=DEFAULT_TARGETS, attention: bool = True) -> int:
     """Swaps every nn.Linear whose attribute name is in `targets` (and whose sizes are multiples of 16, as the FP8
-    GEMM needs) for an FP8Linear, in place. Returns how many were swapped."""
+    GEMM needs) for an FP8Linear, in place, and with `attention` runs each attention core in e4m3 too
+    (ops.grid_attention_fp8: cuDNN's FP8 SDPA on CUDA, emulated elsewhere). Returns how many linears were swapped."""
+    for m in model.modules():
+        if hasattr(m, "fp8_attention"):
+            m.fp8_attention = attention
     swapped = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

@@ -51,22 +51,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.flatten(-2).to(x.dtype)
 
 
-def grid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   cos: torch.Tensor, sin: torch.Tensor, axis: str) -> torch.Tensor:
-    """Self-attention along one grid axis with 3D RoPE applied to q and k.
-
-    q, k, v: [B, V, T, N, H, hd]. axis="time": each (b, v) row attends over its T*N tokens
-    (frame index = t); axis="view": each (b, t) column attends over its V*N tokens (frame index = v).
-    cos, sin: [F, N, hd/2], F = T for "time", V for "view". Returns [B, V, T, N, H, hd].
-    """
-    B, V, T, N, H, hd = q.shape
+def _rope_along(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, axis: str) -> torch.Tensor:
+    """RoPE with the frame index of `axis`. x: [B, V, T, N, H, hd]; cos, sin: [F, N, hd/2]."""
     if axis == "time":
         c, s = cos[None, None, :, :, None], sin[None, None, :, :, None]   # [1, 1, T, N, 1, hd/2]
     elif axis == "view":
         c, s = cos[None, :, None, :, None], sin[None, :, None, :, None]   # [1, V, 1, N, 1, hd/2]
     else:
         raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
-    q, k = apply_rope(q, c, s), apply_rope(k, c, s)
+    return apply_rope(x, c, s)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, axis: str) -> torch.Tensor:
+    """SDPA over the sequences of `axis`. q, k, v: [B, V, T, N, H, hd] -> [B, V, T, N, H, hd]."""
+    B, V, T, N, H, hd = q.shape
 
     def seqs(x):  # [B, V, T, N, H, hd] -> [S, H, L, hd]
         if axis == "view":
@@ -78,6 +76,40 @@ def grid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if axis == "time":
         return o.reshape(B, V, T, N, H, hd)
     return o.reshape(B, T, V, N, H, hd).transpose(1, 2)
+
+
+def grid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   cos: torch.Tensor, sin: torch.Tensor, axis: str) -> torch.Tensor:
+    """Self-attention along one grid axis with 3D RoPE applied to q and k.
+
+    q, k, v: [B, V, T, N, H, hd]. axis="time": each (b, v) row attends over its T*N tokens
+    (frame index = t); axis="view": each (b, t) column attends over its V*N tokens (frame index = v).
+    cos, sin: [F, N, hd/2], F = T for "time", V for "view". Returns [B, V, T, N, H, hd].
+    """
+    return _attend(_rope_along(q, cos, sin, axis), _rope_along(k, cos, sin, axis), v, axis)
+
+
+E4M3_MAX = 448.0
+
+
+def e4m3_round(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
+    """x rounded to float8_e4m3fn at the per-tensor scale amax / 448 (saturating), back in fp32."""
+    d = amax.float().clamp(min=1e-30) / E4M3_MAX
+    return (x.float() / d).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).float() * d
+
+
+def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       cos: torch.Tensor, sin: torch.Tensor, axis: str) -> torch.Tensor:
+    """`grid_attention` with an e4m3 core, as our FP8 path runs it (csrc/grid_attention.h, cuDNN's FP8 SDPA): q and
+    k after RoPE and v rounded to e4m3 with one scale per tensor (amax / 448; for q and k the amax is the largest
+    channel-pair norm), softmax and products in fp32, the output rounded to e4m3 at v's scale (it cannot exceed
+    max |v|). The kernel also stores the softmax probabilities as e4m3 (scaled by 448); that rounding, inside the
+    fused kernel's online softmax, is not emulated. Shapes as `grid_attention`; returns q's dtype."""
+    qr, kr = _rope_along(q.float(), cos, sin, axis), _rope_along(k.float(), cos, sin, axis)
+    pair_amax = lambda x: x.unflatten(-1, (-1, 2)).square().sum(-1).amax().sqrt()   # noqa: E731
+    amax_v = v.float().abs().amax()
+    o = _attend(e4m3_round(qr, pair_amax(qr)), e4m3_round(kr, pair_amax(kr)), e4m3_round(v, amax_v), axis)
+    return e4m3_round(o, amax_v).to(q.dtype)
 
 
 def modulated_layernorm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,

@@ -77,7 +77,7 @@ class Pipeline:
         self.cfg: GridConfig = source.cfg
         self.denoiser: Callable = model     # an engine may replace this with a compiled step
         self.kernels = False                # our CUDA kernels in use (set by from_pretrained on CUDA)
-        self.fp8 = False                    # block linears in e4m3 (set by from_pretrained)
+        self.fp8 = False                    # block linears and attention in e4m3 (set by from_pretrained)
         self.default_steps = DEFAULT_STEPS  # steps when a call gives none (an engine: the ones it was built for)
         self.default_shift = DEFAULT_SHIFT  # σ shift when a call gives none (an engine: the one it was built for)
         self.engine = None                  # the engine whose step is the denoiser, if any (export.engine)
@@ -95,7 +95,8 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, name_or_path: str = "small", device: str = "auto", dtype: str = "auto",
                         fp8: bool = False) -> "Pipeline":
-        """fp8: the block linears in e4m3 with row-wise scales (ops/fp8.py; quality cost in RESULTS.md)."""
+        """fp8: the block linears (row-wise scales) and the attention cores (per-tensor scales) in e4m3 (ops/fp8.py,
+        ops/attention_fp8.py; quality cost in RESULTS.md)."""
         src = resolve(name_or_path)
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)

@@ -1,0 +1,133 @@
+"""FP8 grid attention on CUDA: our RoPE + pack kernel writes q, k, v as e4m3 with one scale per tensor
+(`fourreal_C::rope_pack_fp8`), cuDNN's FP8 SDPA computes the attention (through cudnn-frontend's Python graph API,
+package `nvidia-cudnn-frontend`: PyTorch exposes no FP8 attention), and our gather kernel writes its e4m3 output back
+to the grid layout in bf16 (`fourreal_C::grid_gather_fp8`). Semantics: `twins.grid_attention_fp8`.
+
+On the H100 at the paper preset's shape ([8 sequences, 8 heads, 4608 tokens, 128]) cuDNN's FP8 core takes 0.72 ms
+against 1.05 ms for its bf16 one (benchmarks/RESULTS.md). Hopper's FP8 SDPA writes an e4m3 output; the scales
+(csrc/grid_attention.h) come from this call's own amax, so nothing saturates and no state carries between calls.
+Every call runs on the current stream with fixed buffers, so it can be captured in a CUDA graph.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from .twins import AXES
+
+N_SCALARS = 9          # csrc/grid_attention.h Fp8AttentionScalar: descale q, k, v, descale s, scale s, scale o, amax q, k, v
+DESCALE_V = 2
+
+_graphs: dict = {}     # (device, S, H, L, hd) -> (graph, tensor attributes, workspace)
+_handles: dict = {}    # device index -> cuDNN handle
+_unusable: dict = {}   # (device, hd) -> why not (str)
+
+
+class Unsupported(RuntimeError):
+    """cuDNN declined to build the FP8 attention graph for a shape."""
+
+
+def _cudnn():
+    import cudnn  # nvidia-cudnn-frontend
+    return cudnn
+
+
+def why_not(q: torch.Tensor) -> str | None:
+    """None if cuDNN's FP8 attention takes q's shape on q's device, else why not (one line)."""
+    if not q.is_cuda:
+        return "not a CUDA tensor"
+    key = (q.device.index, q.shape[-1])
+    if key not in _unusable:
+        reason = None
+        if torch.cuda.get_device_capability(q.device) < (9, 0):
+            reason = "cuDNN's FP8 attention needs compute capability 9.0 or newer"
+        elif q.shape[-1] % 16:
+            reason = f"head_dim {q.shape[-1]} is not a multiple of 16"
+        else:
+            try:
+                _cudnn()
+            except ImportError as e:
+                reason = f"cudnn-frontend is not installed (pip install nvidia-cudnn-frontend): {e}"
+        _unusable[key] = reason
+    return _unusable[key]
+
+
+def usable(q: torch.Tensor) -> bool:
+    """Whether grid_attention_fp8 runs cuDNN's FP8 core for q (else the caller takes the bf16 core; warned once)."""
+    reason = why_not(q)
+    if reason is not None:
+        warnings.warn(f"fourreal FP8 attention unavailable, attention runs in bf16: {reason}", stacklevel=3)
+    return reason is None
+
+
+def decline(q: torch.Tensor, e: Unsupported) -> None:
+    """Remembers that cuDNN declined q's head size on its device (so later calls go to the bf16 core directly)."""
+    _unusable[(q.device.index, q.shape[-1])] = str(e)
+    warnings.warn(f"fourreal FP8 attention unavailable, attention runs in bf16: {e}", stacklevel=3)
+
+
+def _handle(device: torch.device):
+    if device.index not in _handles:
+        _handles[device.index] = _cudnn().create_handle()
+    return _handles[device.index]
+
+
+def _graph(device: torch.device, S: int, H: int, L: int, hd: int):
+    """cuDNN FP8 SDPA over q, k, v, o: [S, L, H, hd] e4m3 (seen as [S, H, L, hd]), built once per shape."""
+    key = (device.index, S, H, L, hd)
+    if key not in _graphs:
+        cudnn = _cudnn()
+        e4m3, fp32 = cudnn.data_type.FP8_E4M3, cudnn.data_type.FLOAT
+        with torch.cuda.device(device):
+            handle = _handle(device)
+            graph = cudnn.pygraph(io_data_type=e4m3, intermediate_data_type=fp32, compute_data_type=fp32,
+                                  handle=handle)
+            dim, stride = [S, H, L, hd], [L * H * hd, hd, H * hd, 1]
+            q, k, v = (graph.tensor(name=n, dim=dim, stride=stride, data_type=e4m3) for n in "qkv")
+            scalars = [graph.tensor(name=n, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=fp32)
+                       for n in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o")]
+            o, _, amax_s, amax_o = graph.sdpa_fp8(q=q, k=k, v=v, descale_q=scalars[0], descale_k=scalars[1],
+                                                  descale_v=scalars[2], descale_s=scalars[3], scale_s=scalars[4],
+                                                  scale_o=scalars[5], generate_stats=False,
+                                                  attn_scale=1.0 / math.sqrt(hd), use_causal_mask=False)
+            o.set_output(True).set_dim(dim).set_stride(stride).set_data_type(e4m3)
+            for a in (amax_s, amax_o):   # written by the kernel; unused here (our scales come before the call)
+                a.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1]).set_data_type(fp32)
+            try:
+                graph.validate()
+                graph.build_operation_graph()
+                graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+                graph.check_support()
+                graph.build_plans()
+            except Exception as e:  # cudnn-frontend raises its own error types; any of them means "not this shape"
+                raise Unsupported(f"cuDNN FP8 attention declined [{S}, {H}, {L}, {hd}]: {e}") from e
+            workspace = torch.empty(max(graph.get_workspace_size(), 1), dtype=torch.uint8, device=device)
+            amax_out = torch.empty(2, dtype=torch.float32, device=device)
+        _graphs[key] = (graph, (q, k, v, *scalars, o, amax_s, amax_o), workspace, amax_out)
+    return _graphs[key]
+
+
+def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                       axis: str) -> torch.Tensor:
+    """q, k, v: [B, V, T, N, H, hd] bf16 (hd contiguous; views into the qkv projection are fine); cos, sin:
+    [F, N, hd/2]. Returns [B, V, T, N, H, hd] in q's dtype, contiguous."""
+    B, V, T, N, H, hd = q.shape
+    a = AXES.index(axis)
+    S, L = (B * V, T * N) if axis == "time" else (B * T, V * N)
+    C = torch.ops.fourreal_C
+    graph, attrs, workspace, amax_out = _graph(q.device, S, H, L, hd)   # Unsupported before anything runs
+    packed = [torch.empty(S, L, H, hd, dtype=torch.float8_e4m3fn, device=q.device) for _ in range(3)]  # q8, k8, v8
+    scalars = torch.empty(N_SCALARS, dtype=torch.float32, device=q.device)
+    C.rope_pack_fp8(q, k, v, cos, sin, a, *packed, scalars)
+    o8 = torch.empty(S, L, H, hd, dtype=torch.float8_e4m3fn, device=q.device)                          # [S, L, H, hd]
+    tensors = [*packed, *(scalars[i:i + 1].view(1, 1, 1, 1) for i in range(6)), o8, amax_out[0:1].view(1, 1, 1, 1),
+               amax_out[1:2].view(1, 1, 1, 1)]
+    handle = _handle(q.device)
+    cudnn = _cudnn()
+    cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream(q.device).cuda_stream)
+    graph.execute(dict(zip(attrs, tensors)), workspace, handle=handle)
+    out = torch.empty(B, V, T, N, H, hd, dtype=q.dtype, device=q.device)
+    C.grid_gather_fp8(o8, scalars[DESCALE_V:DESCALE_V + 1], a, out)
+    return out
