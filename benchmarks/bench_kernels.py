@@ -23,7 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from fourreal_rt import ops  # noqa: E402
-from fourreal_rt.ops import backend, fp8, fused, twins  # noqa: E402,F401
+from fourreal_rt.ops import attention_fp8, backend, fp8, fused, twins  # noqa: E402,F401
 from fourreal_rt.runtime.timing import cuda_times as cuda_time, median  # noqa: E402,F401
 
 B, V, T, HP, WP, D, H = 1, 8, 8, 18, 32, 1024, 8
@@ -129,6 +129,19 @@ def main():
             qs, ks, vs = (p.transpose(1, 2) for p in packed)
             run(name, "  part: cuDNN SDPA on packed", lambda: torch.ops.aten._scaled_dot_product_cudnn_attention(
                 qs, ks, vs, None, False), rep, it, flop=att_flop)
+            if attention_fp8.why_not(q) is None:   # FP8: e4m3 pack, cuDNN's FP8 SDPA, gather back to bf16
+                run(name, "ours fp8: rope_pack_fp8+cuDNN FP8+gather", lambda: attention_fp8.grid_attention_fp8(
+                    q, k, v, cos, sin, ax), rep, it, flop=att_flop)
+                packed8 = [torch.empty(S, L, H, HD, device=dev, dtype=torch.float8_e4m3fn) for _ in range(3)]
+                scal = torch.empty(attention_fp8.N_SCALARS, device=dev)
+                run(name, "  part: rope_pack_fp8 (amax + pack)", lambda: torch.ops.fourreal_C.rope_pack_fp8(
+                    q, k, v, cos, sin, twins.AXES.index(ax), *packed8, scal), rep, it, bytes_=qkv_bytes * 5 // 2)
+                out8 = torch.empty_like(q)
+                run(name, "  part: grid_gather_fp8", lambda: torch.ops.fourreal_C.grid_gather_fp8(
+                    packed8[2], scal[2:3], twins.AXES.index(ax), out8), rep, it, bytes_=qkv_bytes // 2)
+                del packed8, out8
+            else:
+                print(f"{name}: FP8 attention skipped: {attention_fp8.why_not(q)}", flush=True)
             for label, sdp in [("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)]:
                 def twin_route(sdp=sdp):
                     with sdpa_kernel(sdp):

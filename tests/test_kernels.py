@@ -164,6 +164,35 @@ def test_grid_attention_axes_differ():
                               twins.grid_attention(q, k, v, cos, sin, "view"))
 
 
+@pytest.mark.parametrize("axis", twins.AXES)
+def test_grid_attention_fp8_twin(axis):
+    """The e4m3 twin: within e4m3's rounding of the fp64 attention, and its scales are per tensor from the amax
+    (so power-of-two rescalings of q, k, v pass through exactly, which a fixed scale would not)."""
+    g, seed = rng()
+    q, k, v = qkv_views(g, 2, 3, 4, 6, 2, 16)
+    cos, sin = twins.rope_tables(4 if axis == "time" else 3, 2, 3, 16, 100.0)
+    ref = twins.grid_attention(q.double(), k.double(), v.double(), cos.double(), sin.double(), axis)
+    out = twins.grid_attention_fp8(q, k, v, cos, sin, axis)
+    rel = ((out.double() - ref).norm() / ref.norm()).item()
+    assert 1e-3 < rel < 0.1, (rel, seed)                   # rounded (3 mantissa bits), but not off
+    assert torch.equal(twins.grid_attention_fp8(q * 8, k / 8, v * 64, cos, sin, axis), out * 64), seed
+    # the amax of q and k is that of their rotated channel pairs: a value past 448 / amax would saturate
+    q2 = q.clone()
+    q2[0, 0, 0, 0, 0, :2] = torch.tensor([30.0, 40.0])     # pair norm 50 dominates
+    o2 = twins.grid_attention_fp8(q2, k, v, cos, sin, axis)
+    assert torch.isfinite(o2).all(), seed
+
+
+def test_fp8_conversion_turns_on_fp8_attention():
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    model = TwoStreamModel(PRESETS["tiny"])
+    assert not any(b.attn.fp8_attention for b in model.base.blocks)
+    fp8.convert_to_fp8(model)
+    assert all(b.attn.fp8_attention for b in model.base.blocks)
+    fp8.convert_to_fp8(model, attention=False)
+    assert not any(b.attn.fp8_attention for b in model.base.blocks)
+
+
 @pytest.mark.parametrize("D", [16, 33])
 def test_sync_twins(D):
     g, seed = rng()
@@ -254,6 +283,8 @@ def op_cases(device, dtype):
         (torch.ops.fourreal.gated_residual, (x, y, m)),
         (torch.ops.fourreal.grid_attention, (q, k, v, cos_t, sin_t, "time")),
         (torch.ops.fourreal.grid_attention, (q, k, v, cos_v, sin_v, "view")),
+        (torch.ops.fourreal.grid_attention_fp8, (q, k, v, cos_t, sin_t, "time")),
+        (torch.ops.fourreal.grid_attention_fp8, (q, k, v, cos_v, sin_v, "view")),
         (torch.ops.fourreal.soft_sync, (x, y, randn(g, B, 4 * D, **kw), randn(g, 2 * D, 2 * D, scale=0.1, **kw),
                                         randn(g, 2 * D, **kw), 1e-6)),
         (torch.ops.fourreal.hard_sync, (x, y, randn(g, B, 2 * D, **kw), randn(g, D, 2 * D, scale=0.1, **kw),
@@ -261,7 +292,7 @@ def op_cases(device, dtype):
     ]
 
 
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range(8))
 def test_opcheck_cpu(i):
     op, args = op_cases("cpu", torch.float32)[i]
     torch.library.opcheck(op, args)
@@ -362,6 +393,74 @@ def test_gpu_grid_attention(dims, grid_hw, axis, attn_backend):
     assert maxerr(torch.ops.fourreal.grid_attention(q, k, v, cos, sin, axis), ref) < 1e-4, seed
 
 
+def has_cudnn_frontend() -> bool:
+    try:
+        import cudnn  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
+@pytest.mark.skipif(not has_cudnn_frontend(), reason="needs nvidia-cudnn-frontend (cuDNN's FP8 attention)")
+@pytest.mark.parametrize("axis", twins.AXES)
+@pytest.mark.parametrize("dims,grid_hw", [((1, 3, 5, 37, 2, 64), (1, 37)), ((2, 4, 3, 24, 3, 128), (4, 6)),
+                                          ((1, 8, 8, 144, 1, 128), (9, 16))])
+def test_gpu_grid_attention_fp8(dims, grid_hw, axis):
+    """cuDNN's FP8 core between our e4m3 pack and gather: error against fp64 at most 2x the e4m3 twin's (which
+    rounds q, k, v and the output as the kernels do, but not the softmax probabilities) + 2e-3; the scalars are the
+    twin's amax; a CUDA graph replays it to the same output."""
+    from fourreal_rt.ops import attention_fp8
+    g, seed = rng("cuda")
+    B, V, T, N, H, hd = dims
+    q, k, v = (t.bfloat16() for t in qkv_views(g, *dims, device="cuda"))   # bf16 strided views
+    cos, sin = twins.rope_tables(T if axis == "time" else V, *grid_hw, hd, 100.0, device="cuda")
+    ref = twins.grid_attention(q.double(), k.double(), v.double(), cos.double(), sin.double(), axis)
+    assert attention_fp8.why_not(q) is None
+    ours = attention_fp8.grid_attention_fp8(q, k, v, cos, sin, axis)
+    assert ours.shape == q.shape and ours.is_contiguous() and ours.dtype == torch.bfloat16
+    assert not torch.isnan(ours).any(), seed
+    e_ours, e_twin = maxerr(ours, ref), maxerr(twins.grid_attention_fp8(q, k, v, cos, sin, axis), ref)
+    assert e_ours <= 2 * e_twin + 2e-3, f"err(ours) {e_ours:.3g} > 2 * err(e4m3 twin) {e_twin:.3g} (seed {seed})"
+    # the op routes to it; the bf16 core is a different (more exact) result
+    with ops.use_custom_ops():
+        torch.testing.assert_close(ops.grid_attention_fp8(q, k, v, cos, sin, axis), ours, rtol=0, atol=0)
+    assert maxerr(torch.ops.fourreal.grid_attention(q, k, v, cos, sin, axis), ref) < e_ours, seed
+    # the scalars: amax of the rotated pairs of q, k and of |v|; cuDNN's scales from them
+    S, L = (B * V, T * N) if axis == "time" else (B * T, V * N)
+    packed = [torch.empty(S, L, H, hd, dtype=torch.float8_e4m3fn, device="cuda") for _ in range(3)]
+    sc = torch.full((attention_fp8.N_SCALARS,), float("nan"), device="cuda")
+    torch.ops.fourreal_C.rope_pack_fp8(q, k, v, cos, sin, twins.AXES.index(axis), *packed, sc)
+    rot = [twins._rope_along(t.float(), cos, sin, axis) for t in (q, k)]
+    amax = [r.unflatten(-1, (-1, 2)).square().sum(-1).amax().sqrt().item() for r in rot] + [v.float().abs().amax().item()]
+    torch.testing.assert_close(sc[6:].cpu(), torch.tensor(amax), rtol=1e-5, atol=0)
+    torch.testing.assert_close(sc[:6].cpu(), torch.tensor([*(a / 448 for a in amax), 1 / 448, 448, 448 / amax[2]]),
+                               rtol=1e-5, atol=0)
+    # captured in a CUDA graph (cuDNN's graph built above), replayed on new inputs
+    qs, ks, vs = (t.clone() for t in (q, k, v))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(side), torch.cuda.graph(graph):
+        static = attention_fp8.grid_attention_fp8(qs, ks, vs, cos, sin, axis)
+    qs.mul_(0.5), vs.mul_(2.0)
+    graph.replay()
+    torch.testing.assert_close(static, attention_fp8.grid_attention_fp8(qs, ks, vs, cos, sin, axis), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
+def test_gpu_grid_attention_fp8_falls_back_to_bf16_with_a_warning():
+    """A head size cuDNN's FP8 attention does not take (not a multiple of 16): the bf16 core runs, with a warning."""
+    g, seed = rng("cuda")
+    q, k, v = (t.bfloat16() for t in qkv_views(g, 1, 2, 3, 10, 2, 24, device="cuda"))
+    cos, sin = twins.rope_tables(3, 2, 5, 24, 100.0, device="cuda")
+    with pytest.warns(UserWarning, match="FP8 attention unavailable"):
+        out = torch.ops.fourreal.grid_attention_fp8(q, k, v, cos, sin, "time")
+    torch.testing.assert_close(out, torch.ops.fourreal.grid_attention(q, k, v, cos, sin, "time"), rtol=0, atol=0)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
 def test_gpu_grid_attention_matches_explicit_loops():
@@ -460,7 +559,7 @@ def test_gpu_fused_mlp():
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range(8))
 def test_gpu_opcheck(i, dtype):
     op, args = op_cases("cuda", dtype)[i]
     torch.library.opcheck(op, args)
