@@ -13,6 +13,7 @@ training-free syncs (average, weighted) built on the stage-1 blocks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -27,10 +28,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fourreal_rt import ops  # noqa: E402
 from fourreal_rt.data import quality  # noqa: E402
 from fourreal_rt.data.scenes import TEST_SEEDS, VAL_SEEDS, render_batch  # noqa: E402
 from fourreal_rt.model.twostream import TwoStreamModel  # noqa: E402
 from fourreal_rt.model.weights import load_model, resolve  # noqa: E402
+from fourreal_rt.ops import backend  # noqa: E402
 from fourreal_rt.runtime.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS  # noqa: E402
 
 
@@ -81,6 +84,12 @@ def main():
     methods = {"copy-nearest": lambda: np.stack([quality.copy_nearest(g) for g in truth]),
                "additive": lambda: np.stack([quality.additive(g) for g in truth])}
 
+    def kernels():
+        """Our compiled kernels where `generate` would use them (CUDA with fourreal_rt._C): FP8 attention is theirs."""
+        if dev.type == "cuda" and backend.available():
+            return ops.use_custom_ops()
+        return contextlib.nullcontext()
+
     def model_method(path, sync=None, fp8=False):
         def run():
             src = resolve(path)
@@ -91,8 +100,9 @@ def main():
             if fp8:                  # the block linears in e4m3 (what `generate --fp8` runs)
                 from fourreal_rt.ops.fp8 import convert_to_fp8
                 convert_to_fp8(m)
-            return quality.fill_grids(m, truth, steps=args.steps, device=dev, dtype=dtype, batch=args.batch,
-                                      shift=args.shift)
+            with kernels():
+                return quality.fill_grids(m, truth, steps=args.steps, device=dev, dtype=dtype, batch=args.batch,
+                                          shift=args.shift)
         return run
 
     if args.stage1:
