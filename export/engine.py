@@ -888,6 +888,9 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     cfg = engine_config(manifest)
     dt = activation_dtype(manifest["dtype"])
     rt = manifest["runtime"]
+    if manifest["dtype"] == FP8 and dev.type == "cuda":   # cuDNN's FP8 attention graphs build while the rest loads
+        from fourreal_rt.ops import attention_fp8
+        attention_fp8.prepare(cfg, dev)
     timings: dict = {}
     needed = [WEIGHTS_FILE, TABLES_FILE] + ([rt["layer_file"]] if rt.get("layer_file") else [])
     rest = [n for n in (manifest.get("files") or {}) if n not in needed]

@@ -451,6 +451,26 @@ def test_gpu_grid_attention_fp8(dims, grid_hw, axis):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
+@pytest.mark.skipif(not has_cudnn_frontend(), reason="needs nvidia-cudnn-frontend (cuDNN's FP8 attention)")
+def test_gpu_fp8_attention_graphs_are_built_ahead():
+    """`prepare` builds both axes' cuDNN graphs of a grid in the background; the first calls take them."""
+    from fourreal_rt.model import GridConfig
+    from fourreal_rt.ops import attention_fp8
+    cfg = GridConfig(frame_h=48, frame_w=64, patch=16, views=3, times=2, dim=128, heads=2)   # hd 64, N 12
+    dev = torch.device("cuda", torch.cuda.current_device())
+    keys = [(dev.index, 3, 2, 2 * 12, 64), (dev.index, 2, 2, 3 * 12, 64)]
+    attention_fp8.prepare(cfg, dev)
+    assert all(k in attention_fp8._building or k in attention_fp8._graphs for k in keys)
+    g, seed = rng("cuda")
+    q, k, v = (t.bfloat16() for t in qkv_views(g, 1, 3, 2, 12, 2, 64, device="cuda"))
+    for axis, frames in (("time", 2), ("view", 3)):
+        cos, sin = twins.rope_tables(frames, 3, 4, 64, 100.0, device="cuda")
+        assert torch.isfinite(attention_fp8.grid_attention_fp8(q, k, v, cos, sin, axis)).all(), seed
+    assert all(k in attention_fp8._graphs and k not in attention_fp8._building for k in keys)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
 def test_gpu_grid_attention_fp8_falls_back_to_bf16_with_a_warning():
     """A head size cuDNN's FP8 attention does not take (not a multiple of 16): the bf16 core runs, with a warning."""
     g, seed = rng("cuda")

@@ -6,12 +6,16 @@ to the grid layout in bf16 (`fourreal_C::grid_gather_fp8`). Semantics: `twins.gr
 On the H100 at the paper preset's shape ([8 sequences, 8 heads, 4608 tokens, 128]) cuDNN's FP8 core takes 0.72 ms
 against 1.05 ms for its bf16 one (benchmarks/RESULTS.md). Hopper's FP8 SDPA writes an e4m3 output; the scales
 (csrc/grid_attention.h) come from this call's own amax, so nothing saturates and no state carries between calls.
-Every call runs on the current stream with fixed buffers, so it can be captured in a CUDA graph.
+Every call runs on the current stream with fixed buffers, so it can be captured in a CUDA graph. Building cuDNN's
+graph for a shape takes most of a second (its kernel is compiled at run time): `prepare(cfg, device)` starts it in a
+background thread when a model or engine is loaded, so that it overlaps the loading instead of the first step.
 """
 from __future__ import annotations
 
 import math
+import threading
 import warnings
+from concurrent.futures import Future
 
 import torch
 
@@ -20,7 +24,9 @@ from .twins import AXES
 N_SCALARS = 9          # csrc/grid_attention.h Fp8AttentionScalar: descale q, k, v, descale s, scale s, scale o, amax q, k, v
 DESCALE_V = 2
 
-_graphs: dict = {}     # (device, S, H, L, hd) -> (graph, tensor attributes, workspace)
+_graphs: dict = {}     # (device, S, H, L, hd) -> (graph, tensor attributes, workspace, amax outputs)
+_building: dict = {}   # (device, S, H, L, hd) -> Future of a build started by `prepare`
+_lock = threading.Lock()
 _handles: dict = {}    # device index -> cuDNN handle
 _unusable: dict = {}   # (device, hd) -> why not (str)
 
@@ -35,16 +41,18 @@ def _cudnn():
 
 
 def why_not(q: torch.Tensor) -> str | None:
-    """None if cuDNN's FP8 attention takes q's shape on q's device, else why not (one line)."""
-    if not q.is_cuda:
-        return "not a CUDA tensor"
-    key = (q.device.index, q.shape[-1])
+    """None if cuDNN's FP8 attention takes q's head size on q's device, else why not (one line)."""
+    return _why_not(q.device, q.shape[-1]) if q.is_cuda else "not a CUDA tensor"
+
+
+def _why_not(device: torch.device, hd: int) -> str | None:
+    key = (device.index, hd)
     if key not in _unusable:
         reason = None
-        if torch.cuda.get_device_capability(q.device) < (9, 0):
+        if torch.cuda.get_device_capability(device) < (9, 0):
             reason = "cuDNN's FP8 attention needs compute capability 9.0 or newer"
-        elif q.shape[-1] % 16:
-            reason = f"head_dim {q.shape[-1]} is not a multiple of 16"
+        elif hd % 16:
+            reason = f"head_dim {hd} is not a multiple of 16"
         else:
             try:
                 _cudnn()
@@ -69,44 +77,81 @@ def decline(q: torch.Tensor, e: Unsupported) -> None:
 
 
 def _handle(device: torch.device):
-    if device.index not in _handles:
-        _handles[device.index] = _cudnn().create_handle()
-    return _handles[device.index]
+    with _lock:
+        if device.index not in _handles:
+            with torch.cuda.device(device):
+                _handles[device.index] = _cudnn().create_handle()
+        return _handles[device.index]
+
+
+def prepare(cfg, device: torch.device, batch: int = 1) -> None:
+    """Starts building the graphs a [batch, V, T] grid of `cfg` (a GridConfig) attends with, both axes, in a
+    background thread; the first call of that shape waits for it. Nothing happens where the FP8 core is unusable."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    H, hd, N = cfg.heads, cfg.head_dim, cfg.tokens_per_frame
+    if _why_not(device, hd) is not None:
+        return
+    for S, L in {(batch * cfg.views, cfg.times * N), (batch * cfg.times, cfg.views * N)}:
+        key = (device.index, S, H, L, hd)
+        with _lock:
+            if key in _graphs or key in _building:
+                continue
+            fut = _building[key] = Future()
+        threading.Thread(target=_build_into_future, args=(fut, device, S, H, L, hd), daemon=True,
+                         name="fourreal-cudnn-fp8-build").start()
+
+
+def _build_into_future(fut: Future, device, S, H, L, hd) -> None:
+    try:
+        fut.set_result(_build(device, S, H, L, hd))
+    except BaseException as e:  # noqa: BLE001  (delivered to the first call of this shape)
+        fut.set_exception(e)
 
 
 def _graph(device: torch.device, S: int, H: int, L: int, hd: int):
     """cuDNN FP8 SDPA over q, k, v, o: [S, L, H, hd] e4m3 (seen as [S, H, L, hd]), built once per shape."""
     key = (device.index, S, H, L, hd)
     if key not in _graphs:
-        cudnn = _cudnn()
-        e4m3, fp32 = cudnn.data_type.FP8_E4M3, cudnn.data_type.FLOAT
-        with torch.cuda.device(device):
-            handle = _handle(device)
-            graph = cudnn.pygraph(io_data_type=e4m3, intermediate_data_type=fp32, compute_data_type=fp32,
-                                  handle=handle)
-            dim, stride = [S, H, L, hd], [L * H * hd, hd, H * hd, 1]
-            q, k, v = (graph.tensor(name=n, dim=dim, stride=stride, data_type=e4m3) for n in "qkv")
-            scalars = [graph.tensor(name=n, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=fp32)
-                       for n in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o")]
-            o, _, amax_s, amax_o = graph.sdpa_fp8(q=q, k=k, v=v, descale_q=scalars[0], descale_k=scalars[1],
-                                                  descale_v=scalars[2], descale_s=scalars[3], scale_s=scalars[4],
-                                                  scale_o=scalars[5], generate_stats=False,
-                                                  attn_scale=1.0 / math.sqrt(hd), use_causal_mask=False)
-            o.set_output(True).set_dim(dim).set_stride(stride).set_data_type(e4m3)
-            for a in (amax_s, amax_o):   # written by the kernel; unused here (our scales come before the call)
-                a.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1]).set_data_type(fp32)
-            try:
-                graph.validate()
-                graph.build_operation_graph()
-                graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-                graph.check_support()
-                graph.build_plans()
-            except Exception as e:  # cudnn-frontend raises its own error types; any of them means "not this shape"
-                raise Unsupported(f"cuDNN FP8 attention declined [{S}, {H}, {L}, {hd}]: {e}") from e
-            workspace = torch.empty(max(graph.get_workspace_size(), 1), dtype=torch.uint8, device=device)
-            amax_out = torch.empty(2, dtype=torch.float32, device=device)
-        _graphs[key] = (graph, (q, k, v, *scalars, o, amax_s, amax_o), workspace, amax_out)
+        with _lock:
+            fut = _building.pop(key, None)
+        _graphs[key] = fut.result() if fut is not None else _build(device, S, H, L, hd)
     return _graphs[key]
+
+
+def _build(device: torch.device, S: int, H: int, L: int, hd: int):
+    """Builds the graph (any thread); Unsupported if cuDNN declines the shape."""
+    cudnn = _cudnn()
+    e4m3, fp32 = cudnn.data_type.FP8_E4M3, cudnn.data_type.FLOAT
+    with torch.cuda.device(device):
+        handle = _handle(device)
+        graph = cudnn.pygraph(io_data_type=e4m3, intermediate_data_type=fp32, compute_data_type=fp32,
+                              handle=handle)
+        dim, stride = [S, H, L, hd], [L * H * hd, hd, H * hd, 1]
+        q, k, v = (graph.tensor(name=n, dim=dim, stride=stride, data_type=e4m3) for n in "qkv")
+        scalars = [graph.tensor(name=n, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=fp32)
+                   for n in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o")]
+        o, _, amax_s, amax_o = graph.sdpa_fp8(q=q, k=k, v=v, descale_q=scalars[0], descale_k=scalars[1],
+                                              descale_v=scalars[2], descale_s=scalars[3], scale_s=scalars[4],
+                                              scale_o=scalars[5], generate_stats=False,
+                                              attn_scale=1.0 / math.sqrt(hd), use_causal_mask=False)
+        o.set_output(True).set_dim(dim).set_stride(stride).set_data_type(e4m3)
+        for a in (amax_s, amax_o):   # written by the kernel; unused here (our scales come before the call)
+            a.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1]).set_data_type(fp32)
+        try:
+            graph.validate()
+            graph.build_operation_graph()
+            graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+            graph.check_support()
+            graph.build_plans()
+        except Exception as e:  # cudnn-frontend raises its own error types; any of them means "not this shape"
+            raise Unsupported(f"cuDNN FP8 attention declined [{S}, {H}, {L}, {hd}]: {e}") from e
+        workspace = torch.empty(max(graph.get_workspace_size(), 1), dtype=torch.uint8, device=device)
+        amax_out = torch.empty(2, dtype=torch.float32, device=device)
+    return graph, (q, k, v, *scalars, o, amax_s, amax_o), workspace, amax_out
 
 
 def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

@@ -100,6 +100,9 @@ class Pipeline:
         src = resolve(name_or_path)
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
+        if fp8 and dev.type == "cuda":   # cuDNN's FP8 attention graphs build while the weights load
+            from ..ops import attention_fp8
+            attention_fp8.prepare(src.cfg, dev)
         model = load_model(src).to(dev, dt)
         if fp8:
             from ..ops.fp8 import convert_to_fp8
