@@ -11,6 +11,8 @@
 TORCH_LIBRARY(fourreal_C, m) {
   // adaLN: LayerNorm(x) * (1 + scale) + shift. x: [B, ..., D] (any strides); shift, scale: [B, D].
   m.def("modulated_layernorm(Tensor x, Tensor shift, Tensor scale, float eps) -> Tensor");
+  // The same, written as an FP8 linear's input: q [rows, D] e4m3 and row_scale [rows, 1] fp32, q * row_scale ≈ out.
+  m.def("modulated_layernorm_fp8(Tensor x, Tensor shift, Tensor scale, float eps, Tensor! q, Tensor! row_scale) -> ()");
   // x + gate * y. x, y: [B, ..., D] (any strides); gate: [B, D].
   m.def("gated_residual(Tensor x, Tensor y, Tensor gate) -> Tensor");
   // 3D RoPE on q and k fused with packing each sequence of `axis` (0: time, 1: view) into [S, L, H, hd].

@@ -1,4 +1,5 @@
-// fourreal_C::modulated_layernorm: checks, allocation, launch. Twin: twins.modulated_layernorm.
+// fourreal_C::modulated_layernorm(_fp8): checks, allocation, launch. Twins: twins.modulated_layernorm,
+// fp8.modulated_layernorm_fp8_twin.
 #include <torch/library.h>
 
 #include "modulated_layernorm.h"
@@ -20,7 +21,7 @@ at::Tensor modulated_layernorm(const at::Tensor& x_in, const at::Tensor& shift, 
   const at::Tensor sh = mod_f32(shift), sc = mod_f32(scale);  // [B, D] fp32
   ModLNParams p{};
   p.s[0] = ModLNStream{x.data_ptr(), row_indexer(x), sh.data_ptr<float>(), sc.data_ptr<float>(), D, D,
-                       out.data_ptr(), D};
+                       out.data_ptr(), D, nullptr};
   p.rows = rows;
   p.rows_per_batch = rows / B;
   p.D = static_cast<int>(D);
@@ -29,6 +30,37 @@ at::Tensor modulated_layernorm(const at::Tensor& x_in, const at::Tensor& shift, 
   return out;
 }
 
-TORCH_LIBRARY_IMPL(fourreal_C, CUDA, m) { m.impl("modulated_layernorm", &modulated_layernorm); }
+// As modulated_layernorm, written as the input of an FP8 linear: q: [rows, D] float8_e4m3fn contiguous and
+// row_scale: [rows, 1] fp32 with LN(x) * (1 + scale) + shift ≈ q * row_scale (rows = x.numel() / D).
+void modulated_layernorm_fp8(const at::Tensor& x_in, const at::Tensor& shift, const at::Tensor& scale, double eps,
+                             at::Tensor& q, at::Tensor& row_scale) {
+  TORCH_CHECK(x_in.is_cuda() && x_in.dim() >= 2, "modulated_layernorm_fp8: x must be a CUDA tensor [B, ..., D]");
+  const at::Tensor x = last_dim_contiguous(x_in);
+  const int64_t B = x.size(0), D = x.size(-1);
+  TORCH_CHECK(shift.dim() == 2 && shift.size(0) == B && shift.size(1) == D, "shift must be [B, D]");
+  TORCH_CHECK(scale.sizes() == shift.sizes(), "scale must be [B, D]");
+  const int64_t rows = x.numel() / std::max<int64_t>(D, 1);
+  TORCH_CHECK(q.scalar_type() == at::kFloat8_e4m3fn && q.is_contiguous() && q.numel() == rows * D && q.device() == x.device(),
+              "modulated_layernorm_fp8: q must be contiguous float8_e4m3fn with x's size");
+  TORCH_CHECK(row_scale.scalar_type() == at::kFloat && row_scale.is_contiguous() && row_scale.numel() == rows &&
+                  row_scale.device() == x.device(),
+              "modulated_layernorm_fp8: row_scale must be contiguous fp32 [rows, 1]");
+  if (rows == 0 || D == 0) return;
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor sh = mod_f32(shift), sc = mod_f32(scale);  // [B, D] fp32
+  ModLNParams p{};
+  p.s[0] = ModLNStream{x.data_ptr(), row_indexer(x), sh.data_ptr<float>(), sc.data_ptr<float>(), D, D,
+                       q.data_ptr(), D, row_scale.data_ptr<float>()};
+  p.rows = rows;
+  p.rows_per_batch = rows / B;
+  p.D = static_cast<int>(D);
+  p.eps = static_cast<float>(eps);
+  FOURREAL_CUDA_CHECK(modulated_layernorm_fp8_launch(kernel_dtype(x), p, current_stream()));
+}
+
+TORCH_LIBRARY_IMPL(fourreal_C, CUDA, m) {
+  m.impl("modulated_layernorm", &modulated_layernorm);
+  m.impl("modulated_layernorm_fp8", &modulated_layernorm_fp8);
+}
 
 }  // namespace fourreal

@@ -3,22 +3,28 @@
 // of a sync layer) run in one launch through blockIdx.y.
 #pragma once
 
+#include <type_traits>
+
 #include "common.cuh"
+#include "fp8.cuh"
 #include "rowwise_params.h"
 
 namespace fourreal {
 
 // out[r, :] = LayerNorm(x[r, :]) * (1 + scale[b, :]) + shift[b, :], b = r / rows_per_batch.
 // The row stays in registers: lane `l` holds chunks l, l + 32, ... (NIT of them) of VEC channels each.
-template <typename T, int VEC, int NIT>
+// TO = uint8_t: the row is written as e4m3 with its own scale (amax / 448, to s.row_scale[r]), as the FP8 linears
+// take their input (quantize_fp8_kernel.cu), from the fp32 values without a bf16 rounding in between.
+template <typename T, typename TO, int VEC, int NIT>
 __global__ void __launch_bounds__(256) modln_kernel(const ModLNParams p) {
+  constexpr bool kFp8 = std::is_same_v<TO, uint8_t>;
   const ModLNStream& s = p.s[blockIdx.y];
   const int lane = threadIdx.x & 31;
   const int nchunk = p.D / VEC;
   const float inv_d = 1.0f / static_cast<float>(p.D);
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5);
   const T* __restrict__ x = static_cast<const T*>(s.x);
-  T* __restrict__ out = static_cast<T*>(s.out);
+  TO* __restrict__ out = static_cast<TO*>(s.out);
 
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); r < p.rows; r += warps) {
     const T* __restrict__ xr = x + s.x_rows.offset(r);
@@ -52,17 +58,35 @@ __global__ void __launch_bounds__(256) modln_kernel(const ModLNParams p) {
     const int64_t b = r / p.rows_per_batch;
     const float* __restrict__ sh = s.shift + b * s.shift_stride;
     const float* __restrict__ sc = s.scale + b * s.scale_stride;
-    T* __restrict__ orow = out + r * s.out_stride;
+    TO* __restrict__ orow = out + r * s.out_stride;
+    float amax = 0.f;
 #pragma unroll
     for (int it = 0; it < NIT; ++it) {
       const int c = it * 32 + lane;
       if (c < nchunk) {
-        float a[VEC], m[VEC], o[VEC];
+        float a[VEC], m[VEC];
         load_f32<VEC>(sc + c * VEC, m);
         load_f32<VEC>(sh + c * VEC, a);
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) o[i] = (v[it][i] - mean) * rstd * (1.f + m[i]) + a[i];
-        store_vec<T, VEC>(orow + c * VEC, o);
+        for (int i = 0; i < VEC; ++i) {
+          v[it][i] = (v[it][i] - mean) * rstd * (1.f + m[i]) + a[i];
+          if constexpr (kFp8) amax = fmaxf(amax, fabsf(v[it][i]));
+        }
+        if constexpr (!kFp8) store_vec<TO, VEC>(orow + c * VEC, v[it]);
+      }
+    }
+    if constexpr (kFp8) {
+      amax = fmaxf(warp_max(amax), 1e-12f);
+      const float inv = kFp8E4m3Max / amax;
+      if (lane == 0) s.row_scale[r] = amax / kFp8E4m3Max;
+#pragma unroll
+      for (int it = 0; it < NIT; ++it) {
+        const int c = it * 32 + lane;
+        if (c < nchunk) {
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) v[it][i] *= inv;
+          store_fp8<VEC>(orow + c * VEC, v[it]);
+        }
       }
     }
   }
@@ -100,13 +124,14 @@ constexpr int kRowThreads = 256;  // 8 warps = 8 rows a block
 constexpr int kRowsPerBlock = kRowThreads / 32;
 
 // Vector width: 16 bytes when every row start, the channel count and the fp32 vectors allow it, else 1.
-template <typename T>
+template <typename T, typename TO = T>
 inline bool modln_can_vectorize(const ModLNParams& p, int nstreams) {
   constexpr int V = 16 / sizeof(T);
   if (p.D % V) return false;
   for (int i = 0; i < nstreams; ++i) {
     const ModLNStream& s = p.s[i];
-    if (!ptr_aligned(s.x, 16) || !rows_aligned(s.x_rows, V) || !ptr_aligned(s.out, 16) || s.out_stride % V) return false;
+    if (!ptr_aligned(s.x, 16) || !rows_aligned(s.x_rows, V) || !ptr_aligned(s.out, V * sizeof(TO)) || s.out_stride % V)
+      return false;
     if (!ptr_aligned(s.shift, 16) || !ptr_aligned(s.scale, 16) || s.shift_stride % 4 || s.scale_stride % 4) return false;
   }
   return true;

@@ -16,6 +16,7 @@ struct ModLNStream {
   int64_t scale_stride;
   void* out;              // [rows, D] with row stride out_stride (elements)
   int64_t out_stride;
+  float* row_scale;       // FP8 output only: [rows] fp32, out[r] = e4m3 bytes of LN(...)[r] / row_scale[r]
 };
 
 struct ModLNParams {

@@ -34,9 +34,9 @@ std::tuple<at::Tensor, at::Tensor> soft_sync(const at::Tensor& y_v_in, const at:
   const float* mp = m.data_ptr<float>();
   at::Tensor z = at::empty({rows, 2 * D}, y_v.options());  // [rows, 2D]
   ModLNParams ln{};
-  ln.s[0] = ModLNStream{y_v.data_ptr(), row_indexer(y_v), mp, mp + D, 4 * D, 4 * D, z.data_ptr(), 2 * D};
+  ln.s[0] = ModLNStream{y_v.data_ptr(), row_indexer(y_v), mp, mp + D, 4 * D, 4 * D, z.data_ptr(), 2 * D, nullptr};
   ln.s[1] = ModLNStream{y_t.data_ptr(), row_indexer(y_t), mp + 2 * D, mp + 3 * D, 4 * D, 4 * D,
-                        static_cast<char*>(z.data_ptr()) + D * z.element_size(), 2 * D};
+                        static_cast<char*>(z.data_ptr()) + D * z.element_size(), 2 * D, nullptr};
   ln.rows = rows;
   ln.rows_per_batch = rows / B;
   ln.D = static_cast<int>(D);

@@ -84,7 +84,7 @@ def block_apply(x, mod, cos, sin, axis: str, heads: int, qkv_w, qkv_b, proj_w, p
 
     def feed_forward(h, x, g):                                                  # x + g ⊙ MLP(h)
         return mlp(h, fc1_w, fc2_w, x, g) if fp8 else linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b, x, g)
-    return block_residuals(x, mod, attend, feed_forward)
+    return block_residuals(x, mod, attend, feed_forward, fp8 and isinstance(fc1_w, FP8Linear))
 
 
 class Layer(nn.Module):

@@ -183,6 +183,46 @@ def test_grid_attention_fp8_twin(axis):
     assert torch.isfinite(o2).all(), seed
 
 
+def test_modulated_layernorm_fp8_twin():
+    """e4m3 rows with a scale each from the fp32 LayerNorm: within half an e4m3 ulp (1/16) of it, scale amax / 448."""
+    g, seed = rng()
+    x = strided(randn(g, 2, 3, 5, 40, scale=2.0, shift=0.5))
+    sh, sc = randn(g, 2, 40), randn(g, 2, 40, scale=0.5)
+    q, s = fp8.modulated_layernorm_fp8_twin(x, sh, sc)
+    assert q.dtype == torch.float8_e4m3fn and q.shape == (30, 40) and s.shape == (30, 1)
+    ref = ref_modulated_layernorm(x, sh, sc).reshape(30, 40)
+    torch.testing.assert_close(s.double(), ref.abs().amax(-1, keepdim=True) / 448, rtol=1e-5, atol=0)
+    err = (q.double() * s.double() - ref).abs()
+    assert (err <= ref.abs() / 16 + s.double() / 1024 + 1e-7).all(), seed
+
+
+def test_fp8_block_takes_quantized_rows():
+    """An FP8 block's LayerNorm outputs go to its qkv and fc1 as e4m3 rows; in fp32 that is exactly the FP8 linears
+    quantizing the LayerNorm's output themselves (in bf16 it skips one bf16 rounding)."""
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    from fourreal_rt.model import blocks
+    torch.manual_seed(0)
+    model = TwoStreamModel(PRESETS["tiny"])
+    for p in model.parameters():
+        p.data.normal_(0, 0.1)
+    fp8.convert_to_fp8(model, attention=False)
+    calls = []
+    orig = ops.modulated_layernorm_fp8
+    ops.modulated_layernorm_fp8 = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    try:
+        blk = model.base.blocks[0]
+        x = torch.randn(1, 4, 4, 6, 32)
+        c = torch.randn(1, 32)
+        rope = model.base.rope(4, "cpu")
+        out = blk(x, c, rope, "time")
+    finally:
+        ops.modulated_layernorm_fp8 = orig
+    assert len(calls) == 2 and torch.isfinite(out).all()
+    ref = blocks.block_residuals(x, blk.ada(F.silu(c)), lambda h, x, g: blk.attn(h, rope, "time", x, g),
+                                 lambda h, x, g: fused.mlp(h, blk.fc1, blk.fc2, x, g), fp8_norm=False)
+    assert torch.equal(out, ref)
+
+
 def test_fp8_conversion_turns_on_fp8_attention():
     from fourreal_rt.model import PRESETS, TwoStreamModel
     model = TwoStreamModel(PRESETS["tiny"])
@@ -285,6 +325,7 @@ def op_cases(device, dtype):
         (torch.ops.fourreal.grid_attention, (q, k, v, cos_v, sin_v, "view")),
         (torch.ops.fourreal.grid_attention_fp8, (q, k, v, cos_t, sin_t, "time")),
         (torch.ops.fourreal.grid_attention_fp8, (q, k, v, cos_v, sin_v, "view")),
+        (torch.ops.fourreal.modulated_layernorm_fp8, (x, m, m * 0.5, 1e-6)),
         (torch.ops.fourreal.soft_sync, (x, y, randn(g, B, 4 * D, **kw), randn(g, 2 * D, 2 * D, scale=0.1, **kw),
                                         randn(g, 2 * D, **kw), 1e-6)),
         (torch.ops.fourreal.hard_sync, (x, y, randn(g, B, 2 * D, **kw), randn(g, D, 2 * D, scale=0.1, **kw),
@@ -292,7 +333,7 @@ def op_cases(device, dtype):
     ]
 
 
-@pytest.mark.parametrize("i", range(8))
+@pytest.mark.parametrize("i", range(9))
 def test_opcheck_cpu(i):
     op, args = op_cases("cpu", torch.float32)[i]
     torch.library.opcheck(op, args)
@@ -451,6 +492,25 @@ def test_gpu_grid_attention_fp8(dims, grid_hw, axis):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
+@pytest.mark.parametrize("shape,pad", [((2, 3, 5, 37, 1024), 8), ((1, 8, 8, 144, 192), 0), ((2, 1, 3, 7, 33), 0)])
+def test_gpu_modulated_layernorm_fp8(shape, pad):
+    """The LayerNorm written as e4m3 rows: the twin's (fp32 LayerNorm, then row-wise e4m3) to within one e4m3 step
+    (fp32 sums in another order may round a value to the neighbouring e4m3 number), scales to 1e-5; bf16 and fp32 x."""
+    g, seed = rng("cuda")
+    x = randn(g, *shape, device="cuda", scale=2.0, shift=0.5)
+    x = strided(x, pad) if pad else x
+    sh, sc = randn(g, shape[0], shape[-1], device="cuda"), randn(g, shape[0], shape[-1], device="cuda", scale=0.5)
+    for xx in (x.bfloat16(), x):
+        q, s = torch.ops.fourreal.modulated_layernorm_fp8(xx, sh, sc, 1e-6)
+        q_t, s_t = fp8.modulated_layernorm_fp8_twin(xx, sh, sc)
+        torch.testing.assert_close(s, s_t, rtol=1e-5, atol=0)
+        a, b = q.float() * s, q_t.float() * s_t
+        assert ((a - b).abs() <= b.abs() / 8 + s / 512).all(), seed
+        assert (a == b).float().mean() > 0.99, seed
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
 @pytest.mark.skipif(not has_cudnn_frontend(), reason="needs nvidia-cudnn-frontend (cuDNN's FP8 attention)")
 def test_gpu_fp8_attention_graphs_are_built_ahead():
     """`prepare` builds both axes' cuDNN graphs of a grid in the background; the first calls take them."""
@@ -579,7 +639,7 @@ def test_gpu_fused_mlp():
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("i", range(8))
+@pytest.mark.parametrize("i", range(9))
 def test_gpu_opcheck(i, dtype):
     op, args = op_cases("cuda", dtype)[i]
     torch.library.opcheck(op, args)

@@ -102,8 +102,8 @@ static void test_modln(int B, int R, int D, int pitch, const char* name) {
   out.poison();
   ModLNParams p{};
   const int64_t sizes[1] = {rows}, strides[1] = {pitch};
-  p.s[0] = ModLNStream{x.d, make_row_indexer(1, sizes, strides), sh.d, sc.d, D, D, out.d, 2 * D};
-  p.s[1] = ModLNStream{x.d, make_row_indexer(1, sizes, strides), sc.d, sh.d, D, D, out.d + D, 2 * D};  // swapped
+  p.s[0] = ModLNStream{x.d, make_row_indexer(1, sizes, strides), sh.d, sc.d, D, D, out.d, 2 * D, nullptr};
+  p.s[1] = ModLNStream{x.d, make_row_indexer(1, sizes, strides), sc.d, sh.d, D, D, out.d + D, 2 * D, nullptr};  // swapped
   p.rows = rows;
   p.rows_per_batch = R;
   p.D = D;
@@ -129,6 +129,48 @@ static void test_modln(int B, int R, int D, int pitch, const char* name) {
       }
     }
   expect_close(name, o, ref, idx, out_rtol<T>(), 1e-4f);
+
+  // stream 0 as an FP8 linear's input: e4m3 rows [rows, D] with a scale each (amax / 448)
+  uint8_t* q;
+  float* rs;
+  CK(cudaMalloc(&q, static_cast<size_t>(rows) * D));
+  CK(cudaMalloc(&rs, rows * sizeof(float)));
+  CK(cudaMemset(q, 0x7f, static_cast<size_t>(rows) * D));  // NaN in e4m3
+  CK(cudaMemset(rs, 0xff, rows * sizeof(float)));
+  p.s[0].out = q;
+  p.s[0].out_stride = D;
+  p.s[0].row_scale = rs;
+  CK(modulated_layernorm_fp8_launch(sizeof(T) == 2 ? DType::kBFloat16 : DType::kFloat32, p, 0));
+  CK(cudaDeviceSynchronize());
+  std::vector<uint8_t> hq(static_cast<size_t>(rows) * D);
+  std::vector<float> hs(rows), deq(hq.size()), ref8;
+  std::vector<size_t> idx8;
+  CK(cudaMemcpy(hq.data(), q, hq.size(), cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(hs.data(), rs, rows * sizeof(float), cudaMemcpyDeviceToHost));
+  cudaFree(q);
+  cudaFree(rs);
+  float max_scale = 0;
+  bool scales_ok = true;
+  for (int r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (int j = 0; j < D; ++j) amax = std::fmax(amax, std::fabs(ref[static_cast<size_t>(r) * D + j]));
+    scales_ok = scales_ok && std::fabs(hs[r] - amax / 448.f) <= 1e-4f * amax / 448.f;
+    max_scale = std::fmax(max_scale, hs[r]);
+    for (int j = 0; j < D; ++j) {
+      __nv_fp8_e4m3 e;
+      e.__x = hq[static_cast<size_t>(r) * D + j];
+      deq[static_cast<size_t>(r) * D + j] = static_cast<float>(e) * hs[r];
+      ref8.push_back(ref[static_cast<size_t>(r) * D + j]);
+      idx8.push_back(static_cast<size_t>(r) * D + j);
+    }
+  }
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "%s fp8 out", name);
+  expect_close(buf, deq, ref8, idx8, 1.f / 16 + 1e-3f, max_scale / 1024.f);
+  if (!scales_ok) {
+    std::printf("    %s: a row scale is not amax / 448\n", buf);
+    ++failures;
+  }
 }
 
 // --- gated residual, permuted (two-dim) row layout for y --------------------------------------------------------

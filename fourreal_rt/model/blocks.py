@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
+from ..ops.fp8 import FP8Linear
 from ..ops.fused import gated_linear, mlp
 from .config import GridConfig
 
@@ -59,7 +60,7 @@ class Attention(nn.Module):
     def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], axis: str, x: torch.Tensor,
                 gate: torch.Tensor) -> torch.Tensor:
         """x + gate ⊙ Attn(h): the gated residual rides on the output projection (ops/fused.py).
-        h, x: [B, V, T, N, D]; gate: [B, D]."""
+        h, x: [B, V, T, N, D] (h may be an FP8 block's fp8.Quantized rows); gate: [B, D]."""
         B, V, T, N, D = h.shape
         q, k, v = self.qkv(h).view(B, V, T, N, 3, self.heads, D // self.heads).unbind(4)  # [B, V, T, N, H, hd]
         attend = ops.grid_attention_fp8 if self.fp8_attention else ops.grid_attention
@@ -67,17 +68,17 @@ class Attention(nn.Module):
         return gated_linear(x, o.flatten(-2), self.proj, gate)                # [B, V, T, N, D]
 
 
-def block_residuals(x: torch.Tensor, mod: torch.Tensor, attend, feed_forward) -> torch.Tensor:
+def block_residuals(x: torch.Tensor, mod: torch.Tensor, attend, feed_forward, fp8_norm: bool = False) -> torch.Tensor:
     """φ_l's two gated residual branches with its adaLN vector given (shared by `Block` and the engine's
     functional layer, export/step.py). x: [B, V, T, N, D]; mod: [B, 6D]; attend(h, x, g) = x + g ⊙ Attn(h) and
-    feed_forward(h, x, g) = x + g ⊙ MLP(h), each residual taken in its branch's last GEMM where a kernel allows."""
+    feed_forward(h, x, g) = x + g ⊙ MLP(h), each residual taken in its branch's last GEMM where a kernel allows.
+    fp8_norm: h comes as the e4m3 rows the FP8 qkv and fc1 take (ops.modulated_layernorm_fp8)."""
     # fp32 once (exact: every consumer computes in fp32 or rounds back to x's dtype), so that the kernels take its
     # slices as they are instead of each converting its own
     sh1, sc1, g1, sh2, sc2, g2 = mod.float().chunk(6, -1)                    # [B, D] each
-    h = ops.modulated_layernorm(x, sh1, sc1)
-    x = attend(h, x, g1)
-    h = ops.modulated_layernorm(x, sh2, sc2)
-    return feed_forward(h, x, g2)
+    norm = ops.modulated_layernorm_fp8 if fp8_norm else ops.modulated_layernorm
+    x = attend(norm(x, sh1, sc1), x, g1)
+    return feed_forward(norm(x, sh2, sc2), x, g2)
 
 
 class Block(nn.Module):
@@ -95,8 +96,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope, axis: str, attn: Attention | None = None):
         # x: [B, V, T, N, D]; c: [B, D] (σ + context embedding)
-        return block_residuals(x, self.ada(F.silu(c)), lambda h, x, g: (attn or self.attn)(h, rope, axis, x, g),
-                               lambda h, x, g: mlp(h, self.fc1, self.fc2, x, g))  # fc2(GELU_tanh(fc1(h)))
+        attn = attn or self.attn
+        fp8_norm = isinstance(attn.qkv, FP8Linear) and isinstance(self.fc1, FP8Linear)
+        return block_residuals(x, self.ada(F.silu(c)), lambda h, x, g: attn(h, rope, axis, x, g),
+                               lambda h, x, g: mlp(h, self.fc1, self.fc2, x, g), fp8_norm)  # fc2(GELU_tanh(fc1(h)))
 
 
 class BaseVideoModel(nn.Module):

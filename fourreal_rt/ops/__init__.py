@@ -49,6 +49,16 @@ def modulated_layernorm(x, shift, scale, eps: float = 1e-6):
     return twins.modulated_layernorm(x, shift, scale, eps)
 
 
+def modulated_layernorm_fp8(x, shift, scale, eps: float = 1e-6):
+    """modulated_layernorm written as an FP8 linear's input: fp8.Quantized rows of x [B, ..., D]."""
+    from .fp8 import Quantized, modulated_layernorm_fp8_twin
+    if _custom["on"]:
+        q, s = __import__("torch").ops.fourreal.modulated_layernorm_fp8(x, shift, scale, eps)
+    else:
+        q, s = modulated_layernorm_fp8_twin(x, shift, scale, eps)
+    return Quantized(q, s, x.shape)
+
+
 def soft_sync(y_v, y_t, mod, weight, bias, eps: float = 1e-6):
     if _custom["on"]:
         return __import__("torch").ops.fourreal.soft_sync(y_v, y_t, mod, weight, bias, eps)

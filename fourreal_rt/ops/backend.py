@@ -94,6 +94,17 @@ def register_cuda_kernels() -> bool:
             return twins.modulated_layernorm(x, shift, scale, eps).contiguous()
         return C.modulated_layernorm(x, shift, scale, eps)
 
+    def modulated_layernorm_fp8(x, shift, scale, eps):
+        # x: [B, ..., D]; shift, scale: [B, D] -> (q [M, D] e4m3, row scales [M, 1] fp32)
+        from . import fp8
+        if not _ok(x, width=x.shape[-1]):
+            return fp8.modulated_layernorm_fp8_twin(x, shift, scale, eps)
+        D = x.shape[-1]
+        q = torch.empty(x.numel() // D, D, dtype=torch.float8_e4m3fn, device=x.device)
+        row_scale = torch.empty(x.numel() // D, 1, dtype=torch.float32, device=x.device)
+        C.modulated_layernorm_fp8(x, shift, scale, eps, q, row_scale)
+        return q, row_scale
+
     def gated_residual(x, y, gate):
         # x, y: [B, ..., D]; gate: [B, D]
         if not _ok(x, y) or x.dtype != y.dtype:
@@ -115,6 +126,7 @@ def register_cuda_kernels() -> bool:
 
     custom.register_kernels("CUDA", {"grid_attention": grid_attention, "grid_attention_fp8": grid_attention_fp8,
                                      "modulated_layernorm": modulated_layernorm,
+                                     "modulated_layernorm_fp8": modulated_layernorm_fp8,
                                      "gated_residual": gated_residual, "soft_sync": soft_sync, "hard_sync": hard_sync})
 
     # fake (meta) implementations of the compiled ops, so that they trace too
@@ -133,6 +145,7 @@ def register_cuda_kernels() -> bool:
         lambda x, a, weight, bias, gate: torch.empty_like(x, memory_format=torch.contiguous_format))
     torch.library.register_fake("fourreal_C::rope_pack")(lambda *args: None)
     torch.library.register_fake("fourreal_C::rope_pack_fp8")(lambda *args: None)
+    torch.library.register_fake("fourreal_C::modulated_layernorm_fp8")(lambda *args: None)
     torch.library.register_fake("fourreal_C::grid_gather_fp8")(lambda *args: None)
     torch.library.register_fake("fourreal_C::quantize_fp8_rowwise")(lambda *args: None)
     _state["registered"] = True

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from . import twins
+from . import fp8, twins
 
 
 def _grid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -30,6 +30,11 @@ def _grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: 
 
 def _modulated_layernorm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     return twins.modulated_layernorm(x, shift, scale, eps).contiguous()
+
+
+def _modulated_layernorm_fp8(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                             eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return fp8.modulated_layernorm_fp8_twin(x, shift, scale, eps)
 
 
 def _gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -48,9 +53,10 @@ def _hard_sync(y_v: torch.Tensor, y_t: torch.Tensor, mod: torch.Tensor, weight: 
 
 
 TWINS = {"grid_attention": _grid_attention, "grid_attention_fp8": _grid_attention_fp8,
-         "modulated_layernorm": _modulated_layernorm, "gated_residual": _gated_residual, "soft_sync": _soft_sync,
-         "hard_sync": _hard_sync}
-grid_attention, grid_attention_fp8, modulated_layernorm, gated_residual, soft_sync, hard_sync = (
+         "modulated_layernorm": _modulated_layernorm, "modulated_layernorm_fp8": _modulated_layernorm_fp8,
+         "gated_residual": _gated_residual, "soft_sync": _soft_sync, "hard_sync": _hard_sync}
+(grid_attention, grid_attention_fp8, modulated_layernorm, modulated_layernorm_fp8, gated_residual, soft_sync,
+ hard_sync) = (
     torch.library.custom_op(f"fourreal::{name}", fn, mutates_args=()) for name, fn in TWINS.items())
 
 
@@ -61,6 +67,9 @@ def _like(t: torch.Tensor) -> torch.Tensor:
 grid_attention.register_fake(lambda q, k, v, cos, sin, axis: _like(q))
 grid_attention_fp8.register_fake(lambda q, k, v, cos, sin, axis: _like(q))
 modulated_layernorm.register_fake(lambda x, shift, scale, eps: _like(x))
+modulated_layernorm_fp8.register_fake(lambda x, shift, scale, eps: (
+    x.new_empty(x.numel() // x.shape[-1], x.shape[-1], dtype=torch.float8_e4m3fn),
+    x.new_empty(x.numel() // x.shape[-1], 1, dtype=torch.float32)))
 gated_residual.register_fake(lambda x, y, gate: _like(x))
 soft_sync.register_fake(lambda y_v, y_t, mod, weight, bias, eps: (_like(y_v), _like(y_t)))
 hard_sync.register_fake(lambda y_v, y_t, mod, weight, bias: _like(y_v))

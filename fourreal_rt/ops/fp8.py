@@ -9,6 +9,8 @@ unless asked for.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,6 +19,15 @@ from . import backend
 
 E4M3_MAX = 448.0
 DEFAULT_TARGETS = ("qkv", "proj", "fc1", "fc2")
+
+
+class Quantized(NamedTuple):
+    """Rows in e4m3 with a scale each, as an FP8Linear takes its input: q [M, K] float8_e4m3fn and scale [M, 1] fp32
+    with the values ≈ q * scale; shape: the [..., K] the M rows came from. An FP8 block's normalized activations
+    (`ops.modulated_layernorm_fp8`) are produced this way, so that no separate quantization pass reads them back."""
+    q: torch.Tensor
+    scale: torch.Tensor
+    shape: torch.Size
 
 
 def quantize_rowwise_twin(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +50,15 @@ def quantize_rowwise(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor,
     return quantize_rowwise_twin(x, gelu)
 
 
+def modulated_layernorm_fp8_twin(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                                 eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """twins.modulated_layernorm quantized row-wise from its fp32 values (no bf16 rounding in between), as
+    `fourreal_C::modulated_layernorm_fp8` does. x: [B, ..., D] -> (q [M, D] e4m3, scale [M, 1] fp32), M = x.numel() / D."""
+    from .twins import modulated_layernorm
+    h = modulated_layernorm(x.float(), shift, scale, eps)                   # [B, ..., D] fp32
+    return quantize_rowwise_twin(h.reshape(-1, x.shape[-1]))
+
+
 class FP8Linear(nn.Module):
     """y = x W^T + b with e4m3 operands: W per output channel, x per token, fp32 accumulation, bf16 output."""
 
@@ -56,8 +76,10 @@ class FP8Linear(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 row-wise"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [..., K] -> [..., N]."""
+    def forward(self, x: torch.Tensor | Quantized) -> torch.Tensor:
+        """x: [..., K] (or its Quantized rows) -> [..., N]."""
+        if isinstance(x, Quantized):
+            return self.forward_quantized(x.q, x.scale).view(*x.shape[:-1], self.out_features)
         lead = x.shape[:-1]
         xq, xs = quantize_rowwise(x.reshape(-1, self.in_features))          # [M, K], [M, 1]
         return self.forward_quantized(xq, xs).view(*lead, self.out_features)

@@ -9,7 +9,7 @@ are exactly those expressions (the residual through `ops.gated_residual`). Insid
     linear's GEMM (`fourreal_C::linear_residual`, csrc/linear_residual.cpp: x is the GEMM's C, the gate folded into
     the weight rows), which saves writing the linear's output and reading it back (backend.settings["gemm_residual"]);
   - FP8Linear layers (ops/fp8.py): the GELU is fused into the row-wise e4m3 quantization of fc2's input; the
-    residual stays our gated-residual kernel.
+    residual stays our gated-residual kernel; fc1's input comes quantized from the LayerNorm (fp8.Quantized).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from . import _custom, backend
-from .fp8 import FP8Linear, quantize_rowwise
+from .fp8 import FP8Linear, Quantized, quantize_rowwise
 
 
 def _fast(h: torch.Tensor) -> bool:
@@ -48,7 +48,13 @@ def gated_linear(x: torch.Tensor, a: torch.Tensor, linear: nn.Module, gate: torc
 def mlp(h: torch.Tensor, fc1: nn.Module, fc2: nn.Module, x: torch.Tensor | None = None,
         gate: torch.Tensor | None = None) -> torch.Tensor:
     """fc2(GELU_tanh(fc1(h))), or with x and gate given, x + gate ⊙ that. h: [B, ..., D] -> [B, ..., D_out];
-    x: [B, ..., D_out]; gate: [B, D_out]."""
+    x: [B, ..., D_out]; gate: [B, D_out]. h may be an FP8 block's Quantized rows (fc1 and fc2 then FP8Linear)."""
+    if isinstance(h, Quantized):
+        a = fc1(h)                                                             # [B, ..., hidden]
+        if _fast(a) and backend.load() is not None:
+            aq, a_scale = quantize_rowwise(a.reshape(-1, a.shape[-1]), gelu=True)   # GELU fused into the quantization
+            return _residual(x, fc2.forward_quantized(aq, a_scale).view(*a.shape[:-1], -1), gate)
+        return _residual(x, fc2(F.gelu(a, approximate="tanh")), gate)
     if _fast(h):
         lead = h.shape[:-1]
         h2 = h.reshape(-1, h.shape[-1])                                        # [M, D]
