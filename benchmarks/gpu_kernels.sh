@@ -35,7 +35,7 @@ cap() { local left=$((BUDGET - SECONDS)); [ "$left" -lt "$1" ] && echo $((left >
   stage "cmake build + ctest (background)"
   rm -rf build/cmake
   ( cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build/cmake -j 6 \
-      && ctest --test-dir build/cmake --output-on-failure ) > "$OUT/ctest.log" 2>&1 &
+      && ctest --test-dir build/cmake -V ) > "$OUT/ctest.log" 2>&1 &
   CMAKE_PID=$!
 
   stage "build fourreal_rt._C"
