@@ -506,7 +506,7 @@ def test_gpu_modulated_layernorm_fp8(shape, pad):
         torch.testing.assert_close(s, s_t, rtol=1e-5, atol=0)
         a, b = q.float() * s, q_t.float() * s_t
         assert ((a - b).abs() <= b.abs() / 8 + s / 512).all(), seed
-        assert (a == b).float().mean() > 0.99, seed
+        assert (q.view(torch.uint8) == q_t.view(torch.uint8)).float().mean() > 0.99, seed   # the same e4m3 bytes
 
 
 @pytest.mark.gpu
