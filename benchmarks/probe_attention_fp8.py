@@ -2,6 +2,7 @@
 grid-attention shape, and what stacking the two streams' GEMMs would buy. Prints one JSON object.
 
     python benchmarks/probe_attention_fp8.py [--seqs 8 --heads 8 --length 4608 --head-dim 128]
+    python benchmarks/probe_attention_fp8.py --serdes DIR   # build time vs deserializing the plan in a new process
 
 Needs a CUDA GPU and the `nvidia-cudnn-frontend` wheel. Times are CUDA-event medians of graph replays.
 """
@@ -57,7 +58,71 @@ def fp8_attention_graph(shape, strides, handle):
     return graph, (q, k, v, *scalars, o, amax_s, amax_o)
 
 
+def serdes(d: str, S=8, H=8, L=4608, hd=128):
+    """Builds the FP8 graph (timed), serializes its plan and runs it; a fresh process deserializes it (timed), runs
+    it on the same inputs and checks the output bytes."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import cudnn
+    os.makedirs(d, exist_ok=True)
+    dev = torch.device("cuda")
+    torch.cuda.init()
+    child = len(sys.argv) > 3 and sys.argv[3] == "child"
+    t0 = time.perf_counter()
+    handle = cudnn.create_handle()
+    e4m3, fp32 = cudnn.data_type.FP8_E4M3, cudnn.data_type.FLOAT
+    graph = cudnn.pygraph(io_data_type=e4m3, intermediate_data_type=fp32, compute_data_type=fp32, handle=handle)
+    t_handle = time.perf_counter() - t0
+    dim, stride = [S, H, L, hd], [L * H * hd, hd, H * hd, 1]
+    t0 = time.perf_counter()
+    if child:
+        graph.deserialize(handle, open(os.path.join(d, "plan.bin"), "rb").read())
+    else:
+        q, k, v = (graph.tensor(name=n, dim=dim, stride=stride, data_type=e4m3, uid=i + 1) for i, n in enumerate("qkv"))
+        sc = [graph.tensor(name=f"s{i}", dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=fp32, uid=4 + i)
+              for i in range(6)]
+        o, _, a_s, a_o = graph.sdpa_fp8(q=q, k=k, v=v, descale_q=sc[0], descale_k=sc[1], descale_v=sc[2],
+                                        descale_s=sc[3], scale_s=sc[4], scale_o=sc[5], generate_stats=False,
+                                        attn_scale=1.0 / math.sqrt(hd), use_causal_mask=False)
+        o.set_output(True).set_dim(dim).set_stride(stride).set_data_type(e4m3).set_uid(10)
+        a_s.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1]).set_data_type(fp32).set_uid(11)
+        a_o.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1]).set_data_type(fp32).set_uid(12)
+        graph.validate()
+        graph.build_operation_graph()
+        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+        graph.check_support()
+        graph.build_plans()
+    t_build = time.perf_counter() - t0
+    g = torch.Generator(dev).manual_seed(0)
+    ins = [(torch.randn(S, L, H, hd, device=dev, generator=g) * 4).to(torch.float8_e4m3fn) for _ in range(3)]
+    scal = [torch.full((1, 1, 1, 1), x, device=dev) for x in (0.02, 0.02, 0.02, 1 / 448, 448.0, 50.0)]
+    out, am = torch.empty_like(ins[0]), [torch.zeros(1, 1, 1, 1, device=dev) for _ in range(2)]
+    ws = torch.empty(max(graph.get_workspace_size(), 1), device=dev, dtype=torch.uint8)
+    pack = dict(zip(range(1, 13), [*ins, *scal, out, *am]))
+    t0 = time.perf_counter()
+    graph.execute(pack, ws, handle=handle)
+    torch.cuda.synchronize()
+    t_first = time.perf_counter() - t0
+    res = {"process": "child (deserialized)" if child else "parent (built)", "handle_s": round(t_handle, 3),
+           "build_or_deserialize_s": round(t_build, 3), "first_execute_s": round(t_first, 3)}
+    if child:
+        res["same_output"] = bool(torch.equal(out.view(torch.uint8).cpu(), torch.load(os.path.join(d, "out.pt")).view(torch.uint8)))
+        print(json.dumps(res))
+        return
+    blob = graph.serialize(as_bytes=True)
+    open(os.path.join(d, "plan.bin"), "wb").write(blob)
+    torch.save(out.cpu(), os.path.join(d, "out.pt"))
+    res["plan_bytes"] = len(blob)
+    print(json.dumps(res), flush=True)
+    subprocess.run([sys.executable, __file__, "--serdes", d, "child"], check=False)
+
+
 def main():
+    import sys
+    if len(sys.argv) > 2 and sys.argv[1] == "--serdes":
+        return serdes(sys.argv[2])
     ap = argparse.ArgumentParser()
     ap.add_argument("--seqs", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)

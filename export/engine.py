@@ -47,6 +47,7 @@ ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
 TABLES_FILE = "sigma_tables.safetensors"
 LAYER_FILE = "layer.pt2"
+ATTENTION_PLANS_FILE = "attention_fp8_plans.safetensors"   # fp8 engines on CUDA: cuDNN's compiled FP8 attention plans
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # fp8 engines: bf16 activations with the block linears (qkv, proj, fc1, fc2) in e4m3, row-wise scales (ops/fp8.py),
 # and the attention cores in e4m3, per-tensor scales (ops/attention_fp8.py), as `generate --fp8`
@@ -156,9 +157,19 @@ def _rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
 
 # ---- the runtime pieces ------------------------------------------------------------------------------------------
 
-def attention_description(custom_ops: bool, sdpa: str | None, dtype: torch.dtype, head_dim: int) -> str:
+def attention_description(custom_ops: bool, sdpa: str | None, dtype: torch.dtype, head_dim: int, fp8: bool = False,
+                          device: torch.device | None = None) -> str:
     """What computes the attention core in a runtime: our grid-attention op (its core from the kernel settings, as
-    csrc/grid_attention.cpp picks it), or PyTorch SDPA on the twins' path (the backend `pick_sdpa_backend` timed)."""
+    csrc/grid_attention.cpp picks it), or PyTorch SDPA on the twins' path (the backend `pick_sdpa_backend` timed);
+    in fp8 engines our FP8 route (ops/attention_fp8.py) where cuDNN takes it."""
+    if fp8:
+        if not custom_ops or device is None or device.type != "cuda":
+            return "e4m3 twin (emulated in PyTorch)"
+        from fourreal_rt.ops import attention_fp8
+        why = attention_fp8._why_not(device, head_dim)
+        if why is None:
+            return "fourreal_C.rope_pack_fp8 + cuDNN FP8 SDPA (e4m3, per-tensor scales) + fourreal_C.grid_gather_fp8"
+        return f"fourreal_C.grid_attention, cudnn core (bf16: {why})"
     if custom_ops:
         from fourreal_rt.ops import backend
         core = backend.settings["attention_backend"]
@@ -628,6 +639,8 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runti
                           "; ".join(f"{k}: {v.get('error', 'rel err %.2e' % v.get('rel_err', float('nan')))}"
                                     for k, v in results.items()))
     chosen = results[best]
+    if fp8 and dev.type == "cuda":                              # the FP8 attention plans the steps above built
+        _save_attention_plans(d / ATTENTION_PLANS_FILE, dev, log)
     for p in d.glob(".*.pt2"):                                  # keep the winner only
         if chosen.get("file") == p.name:
             p.rename(d / LAYER_FILE)
@@ -647,7 +660,7 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runti
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "runtime": {"name": best, "layer": chosen["layer"], "custom_ops": chosen["custom_ops"],
                     "cuda_graph": chosen.get("cuda_graph", False), "sdpa_backend": sdpa,
-                    "attention": attention_description(chosen["custom_ops"], sdpa, dt, cfg.head_dim),
+                    "attention": attention_description(chosen["custom_ops"], sdpa, dt, cfg.head_dim, fp8, dev),
                     "layer_file": LAYER_FILE if chosen["layer"] == "aoti" else None,
                     "step_ms": chosen["step_ms"], "rel_err": chosen["rel_err"]},
         "reference": {"non_engine_rel_err": base_err, "bound": bound},
@@ -655,6 +668,41 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runti
         "build": {"parts": parts, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "host": platform.node()},
     }
+
+
+def _save_attention_plans(path: Path, dev, log) -> None:
+    """cuDNN's FP8 attention plans built on `dev` (ops/attention_fp8.py), serialized: loading them takes 0.04 s where
+    building takes 0.6-1.4 s. Nothing is written when none was built (no cudnn-frontend, or the bf16 core ran)."""
+    from safetensors.torch import save_file
+
+    from fourreal_rt.ops import attention_fp8
+    plans = attention_fp8.serialized_plans(dev)
+    if not plans:
+        log("fp8 attention: no cuDNN plan was built (the attention ran in bf16); none stored")
+        return
+    import cudnn
+    save_file({k: torch.frombuffer(bytearray(v), dtype=torch.uint8) for k, v in plans.items()}, str(path),
+              metadata={"cudnn": str(torch.backends.cudnn.version()), "cudnn_frontend": cudnn.__version__})
+    log(f"fp8 attention: {len(plans)} cuDNN plan(s) stored ({', '.join(plans)})")
+
+
+def _load_attention_plans(path: Path, cfg, dev, pending=None) -> dict:
+    """Loads an fp8 engine's stored cuDNN attention plans (after their checksum, `pending`, checks out: they hold
+    native code) and builds in the background what they do not cover. Returns timings and failures."""
+    from safetensors.torch import load_file
+
+    from fourreal_rt.ops import attention_fp8
+    t0 = time.perf_counter()
+    out: dict = {}
+    if path.exists() and attention_fp8._why_not(dev, cfg.head_dim) is None:
+        if pending is not None:
+            pending.result()                                     # EngineError on a damaged file
+        blobs = {k: v.numpy().tobytes() for k, v in load_file(str(path)).items()}
+        failed = attention_fp8.load_plans(blobs, dev)
+        out = {"plans": len(blobs) - len(failed), **({"failed": failed} if failed else {})}
+    attention_fp8.prepare(cfg, dev)                              # anything not loaded: built in the background
+    out["s"] = round(time.perf_counter() - t0, 3)
+    return out
 
 
 # ---- verify + load -------------------------------------------------------------------------------------------
@@ -888,16 +936,20 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     cfg = engine_config(manifest)
     dt = activation_dtype(manifest["dtype"])
     rt = manifest["runtime"]
-    if manifest["dtype"] == FP8 and dev.type == "cuda":   # cuDNN's FP8 attention graphs build while the rest loads
-        from fourreal_rt.ops import attention_fp8
-        attention_fp8.prepare(cfg, dev)
     timings: dict = {}
+    fp8_plans = manifest["dtype"] == FP8 and dev.type == "cuda"
     needed = [WEIGHTS_FILE, TABLES_FILE] + ([rt["layer_file"]] if rt.get("layer_file") else [])
+    if fp8_plans and ATTENTION_PLANS_FILE in (manifest.get("files") or {}):
+        needed.append(ATTENTION_PLANS_FILE)
     rest = [n for n in (manifest.get("files") or {}) if n not in needed]
     if verify:  # sizes and presence of every file now; sha256 of what the step reads in parallel with loading it
         verify_sizes(path, manifest, needed + rest)
         pending_needed = [_pool().submit(verify_files, path, manifest, [n], 1) for n in needed]
     try:
+        if fp8_plans:                                            # cuDNN's FP8 attention, loaded or built aside
+            plans_check = pending_needed[needed.index(ATTENTION_PLANS_FILE)] if (
+                verify and ATTENTION_PLANS_FILE in needed) else None
+            timings["attention_plans"] = _load_attention_plans(path / ATTENTION_PLANS_FILE, cfg, dev, plans_check)
         t1 = time.perf_counter()
         model = _runtime_model(cfg, path / WEIGHTS_FILE, dev)
         if manifest["dtype"] == FP8:

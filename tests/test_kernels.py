@@ -737,3 +737,39 @@ def test_engine_graphed_step_first_call_and_replays():
             assert torch.equal(got, ref), seed
         else:
             assert ((got - ref).norm() / ref.norm()).item() < 1e-2, (seed, i)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
+@pytest.mark.skipif(not has_cudnn_frontend(), reason="needs nvidia-cudnn-frontend (cuDNN's FP8 attention)")
+def test_gpu_fp8_engine_stores_and_loads_attention_plans(tmp_path):
+    """An fp8 engine built on the GPU stores cuDNN's compiled FP8 attention plans (checksummed in its manifest);
+    loading it takes them instead of building; a damaged plans file is refused before any of it is loaded."""
+    import json
+
+    from fourreal_rt.export import engine as E
+    from fourreal_rt.model import GridConfig, TwoStreamModel
+    from fourreal_rt.model.weights import save_model
+    from fourreal_rt.ops import attention_fp8
+    cfg = GridConfig(frame_h=32, frame_w=32, patch=8, views=2, times=3, dim=128, heads=2, depth=1)   # hd 64, N 16
+    torch.manual_seed(0)
+    model = TwoStreamModel(cfg)
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    save_model(model, tmp_path / "m")
+    E.build_engine(str(tmp_path / "m"), tmp_path / "E8", steps=2, dtype="fp8", device="cuda", onnx=False,
+                   log=lambda *a: None)
+    m = json.loads((tmp_path / "E8" / "manifest.json").read_text())
+    assert E.ATTENTION_PLANS_FILE in m["files"] and "cuDNN FP8" in m["runtime"]["attention"], m["runtime"]
+    attention_fp8._graphs.clear()
+    eng = E.load_engine(tmp_path / "E8", "cuda")
+    assert eng.timings["attention_plans"]["plans"] == 2 and "failed" not in eng.timings["attention_plans"]
+    dev = torch.device("cuda", torch.cuda.current_device())
+    assert {(dev.index, 2, 2, 3 * 16, 64), (dev.index, 3, 2, 2 * 16, 64)} <= set(attention_fp8._graphs)
+    plans = tmp_path / "E8" / E.ATTENTION_PLANS_FILE
+    data = bytearray(plans.read_bytes())
+    data[-1] ^= 0xFF
+    plans.write_bytes(bytes(data))
+    attention_fp8._graphs.clear()
+    with pytest.raises(E.EngineError, match="damaged"):
+        E.load_engine(tmp_path / "E8", "cuda")

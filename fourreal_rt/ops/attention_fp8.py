@@ -7,8 +7,9 @@ On the H100 at the paper preset's shape ([8 sequences, 8 heads, 4608 tokens, 128
 against 1.05 ms for its bf16 one (benchmarks/RESULTS.md). Hopper's FP8 SDPA writes an e4m3 output; the scales
 (csrc/grid_attention.h) come from this call's own amax, so nothing saturates and no state carries between calls.
 Every call runs on the current stream with fixed buffers, so it can be captured in a CUDA graph. Building cuDNN's
-graph for a shape takes most of a second (its kernel is compiled at run time): `prepare(cfg, device)` starts it in a
-background thread when a model or engine is loaded, so that it overlaps the loading instead of the first step.
+graph for a shape takes 0.6-1.4 s (its kernel is compiled at run time): an fp8 engine stores the built plans
+(`serialized_plans`, 0.1 MB each) and loads them in 0.04 s (`load_plans`); `prepare(cfg, device)` builds what is
+missing in a background thread when a model or engine is loaded.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from .twins import AXES
 
 N_SCALARS = 9          # csrc/grid_attention.h Fp8AttentionScalar: descale q, k, v, descale s, scale s, scale o, amax q, k, v
 DESCALE_V = 2
+# the graph's tensors by uid (fixed, so that a deserialized plan is fed the same way): q, k, v, the six scalars, o,
+# amax of the probabilities and of o
+UID_Q, UID_SCALARS, UID_O, UID_AMAX = 1, 4, 10, 11
 
 _graphs: dict = {}     # (device, S, H, L, hd) -> (graph, tensor attributes, workspace, amax outputs)
 _building: dict = {}   # (device, S, H, L, hd) -> Future of a build started by `prepare`
@@ -122,36 +126,71 @@ def _graph(device: torch.device, S: int, H: int, L: int, hd: int):
     return _graphs[key]
 
 
-def _build(device: torch.device, S: int, H: int, L: int, hd: int):
-    """Builds the graph (any thread); Unsupported if cuDNN declines the shape."""
+def _build(device: torch.device, S: int, H: int, L: int, hd: int, plan: bytes | None = None):
+    """Builds the graph (any thread), or deserializes `plan` (from `serialized_plans`); Unsupported if cuDNN
+    declines the shape or the plan."""
     cudnn = _cudnn()
     e4m3, fp32 = cudnn.data_type.FP8_E4M3, cudnn.data_type.FLOAT
     with torch.cuda.device(device):
         handle = _handle(device)
         graph = cudnn.pygraph(io_data_type=e4m3, intermediate_data_type=fp32, compute_data_type=fp32,
                               handle=handle)
-        dim, stride = [S, H, L, hd], [L * H * hd, hd, H * hd, 1]
-        q, k, v = (graph.tensor(name=n, dim=dim, stride=stride, data_type=e4m3) for n in "qkv")
-        scalars = [graph.tensor(name=n, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=fp32)
-                   for n in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o")]
-        o, _, amax_s, amax_o = graph.sdpa_fp8(q=q, k=k, v=v, descale_q=scalars[0], descale_k=scalars[1],
-                                              descale_v=scalars[2], descale_s=scalars[3], scale_s=scalars[4],
-                                              scale_o=scalars[5], generate_stats=False,
-                                              attn_scale=1.0 / math.sqrt(hd), use_causal_mask=False)
-        o.set_output(True).set_dim(dim).set_stride(stride).set_data_type(e4m3)
-        for a in (amax_s, amax_o):   # written by the kernel; unused here (our scales come before the call)
-            a.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1]).set_data_type(fp32)
         try:
-            graph.validate()
-            graph.build_operation_graph()
-            graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-            graph.check_support()
-            graph.build_plans()
+            if plan is not None:
+                graph.deserialize(handle, plan)
+            else:
+                dim, stride = [S, H, L, hd], [L * H * hd, hd, H * hd, 1]
+                q, k, v = (graph.tensor(name=n, dim=dim, stride=stride, data_type=e4m3, uid=UID_Q + i)
+                           for i, n in enumerate("qkv"))
+                scalars = [graph.tensor(name=n, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=fp32,
+                                        uid=UID_SCALARS + i)
+                           for i, n in enumerate(("descale_q", "descale_k", "descale_v", "descale_s", "scale_s",
+                                                  "scale_o"))]
+                o, _, amax_s, amax_o = graph.sdpa_fp8(q=q, k=k, v=v, descale_q=scalars[0], descale_k=scalars[1],
+                                                      descale_v=scalars[2], descale_s=scalars[3], scale_s=scalars[4],
+                                                      scale_o=scalars[5], generate_stats=False,
+                                                      attn_scale=1.0 / math.sqrt(hd), use_causal_mask=False)
+                o.set_output(True).set_dim(dim).set_stride(stride).set_data_type(e4m3).set_uid(UID_O)
+                for i, a in enumerate((amax_s, amax_o)):   # written by the kernel; unused (our scales come first)
+                    a.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1]).set_data_type(fp32)
+                    a.set_uid(UID_AMAX + i)
+                graph.validate()
+                graph.build_operation_graph()
+                graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+                graph.check_support()
+                graph.build_plans()
         except Exception as e:  # cudnn-frontend raises its own error types; any of them means "not this shape"
-            raise Unsupported(f"cuDNN FP8 attention declined [{S}, {H}, {L}, {hd}]: {e}") from e
+            what = "plan could not be loaded" if plan is not None else "declined"
+            raise Unsupported(f"cuDNN FP8 attention {what} [{S}, {H}, {L}, {hd}]: {e}") from e
         workspace = torch.empty(max(graph.get_workspace_size(), 1), dtype=torch.uint8, device=device)
         amax_out = torch.empty(2, dtype=torch.float32, device=device)
-    return graph, (q, k, v, *scalars, o, amax_s, amax_o), workspace, amax_out
+    return graph, workspace, amax_out
+
+
+def _plan_name(S: int, H: int, L: int, hd: int) -> str:
+    return f"sdpa_fp8_{S}x{H}x{L}x{hd}"
+
+
+def serialized_plans(device: torch.device) -> dict[str, bytes]:
+    """The execution plans of the graphs built on `device` so far, by shape name: cuDNN's serialized form, which
+    holds the compiled kernel (loading native code: only from a file whose checksum is known, e.g. an engine's)."""
+    device = torch.device(device)
+    return {_plan_name(*key[1:]): graph.serialize(as_bytes=True)
+            for key, (graph, *_) in list(_graphs.items()) if key[0] == device.index}
+
+
+def load_plans(plans: dict[str, bytes], device: torch.device) -> dict[str, str]:
+    """Deserializes plans from `serialized_plans` onto `device`; returns {name: why not} for those that failed
+    (their shapes are then built as usual)."""
+    device = torch.device(device)
+    failed = {}
+    for name, blob in plans.items():
+        S, H, L, hd = (int(n) for n in name.rsplit("_", 1)[1].split("x"))
+        try:
+            _graphs[(device.index, S, H, L, hd)] = _build(device, S, H, L, hd, plan=bytes(blob))
+        except Unsupported as e:
+            failed[name] = str(e)
+    return failed
 
 
 def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -162,17 +201,18 @@ def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: t
     a = AXES.index(axis)
     S, L = (B * V, T * N) if axis == "time" else (B * T, V * N)
     C = torch.ops.fourreal_C
-    graph, attrs, workspace, amax_out = _graph(q.device, S, H, L, hd)   # Unsupported before anything runs
+    graph, workspace, amax_out = _graph(q.device, S, H, L, hd)   # Unsupported before anything runs
     packed = [torch.empty(S, L, H, hd, dtype=torch.float8_e4m3fn, device=q.device) for _ in range(3)]  # q8, k8, v8
     scalars = torch.empty(N_SCALARS, dtype=torch.float32, device=q.device)
     C.rope_pack_fp8(q, k, v, cos, sin, a, *packed, scalars)
     o8 = torch.empty(S, L, H, hd, dtype=torch.float8_e4m3fn, device=q.device)                          # [S, L, H, hd]
-    tensors = [*packed, *(scalars[i:i + 1].view(1, 1, 1, 1) for i in range(6)), o8, amax_out[0:1].view(1, 1, 1, 1),
-               amax_out[1:2].view(1, 1, 1, 1)]
+    pack = {UID_Q + i: t for i, t in enumerate(packed)}
+    pack.update({UID_SCALARS + i: scalars[i:i + 1].view(1, 1, 1, 1) for i in range(6)})
+    pack.update({UID_O: o8, UID_AMAX: amax_out[0:1].view(1, 1, 1, 1), UID_AMAX + 1: amax_out[1:2].view(1, 1, 1, 1)})
     handle = _handle(q.device)
     cudnn = _cudnn()
     cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream(q.device).cuda_stream)
-    graph.execute(dict(zip(attrs, tensors)), workspace, handle=handle)
+    graph.execute(pack, workspace, handle=handle)
     out = torch.empty(B, V, T, N, H, hd, dtype=q.dtype, device=q.device)
     C.grid_gather_fp8(o8, scalars[DESCALE_V:DESCALE_V + 1], a, out)
     return out
