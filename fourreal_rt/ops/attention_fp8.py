@@ -39,6 +39,12 @@ class Unsupported(RuntimeError):
     """cuDNN declined to build the FP8 attention graph for a shape."""
 
 
+def _cuda(device) -> torch.device:
+    """torch.device("cuda") with its index made explicit (the keys here are device indices)."""
+    device = torch.device(device)
+    return torch.device("cuda", torch.cuda.current_device()) if device.index is None else device
+
+
 def _cudnn():
     import cudnn  # nvidia-cudnn-frontend
     return cudnn
@@ -50,6 +56,7 @@ def why_not(q: torch.Tensor) -> str | None:
 
 
 def _why_not(device: torch.device, hd: int) -> str | None:
+    device = _cuda(device)
     key = (device.index, hd)
     if key not in _unusable:
         reason = None
@@ -91,11 +98,9 @@ def _handle(device: torch.device):
 def prepare(cfg, device: torch.device, batch: int = 1) -> None:
     """Starts building the graphs a [batch, V, T] grid of `cfg` (a GridConfig) attends with, both axes, in a
     background thread; the first call of that shape waits for it. Nothing happens where the FP8 core is unusable."""
-    device = torch.device(device)
-    if device.type != "cuda":
+    if torch.device(device).type != "cuda":
         return
-    if device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = _cuda(device)
     H, hd, N = cfg.heads, cfg.head_dim, cfg.tokens_per_frame
     if _why_not(device, hd) is not None:
         return
@@ -174,7 +179,7 @@ def _plan_name(S: int, H: int, L: int, hd: int) -> str:
 def serialized_plans(device: torch.device) -> dict[str, bytes]:
     """The execution plans of the graphs built on `device` so far, by shape name: cuDNN's serialized form, which
     holds the compiled kernel (loading native code: only from a file whose checksum is known, e.g. an engine's)."""
-    device = torch.device(device)
+    device = _cuda(device)
     return {_plan_name(*key[1:]): graph.serialize(as_bytes=True)
             for key, (graph, *_) in list(_graphs.items()) if key[0] == device.index}
 
@@ -182,7 +187,7 @@ def serialized_plans(device: torch.device) -> dict[str, bytes]:
 def load_plans(plans: dict[str, bytes], device: torch.device) -> dict[str, str]:
     """Deserializes plans from `serialized_plans` onto `device`; returns {name: why not} for those that failed
     (their shapes are then built as usual)."""
-    device = torch.device(device)
+    device = _cuda(device)
     failed = {}
     for name, blob in plans.items():
         S, H, L, hd = (int(n) for n in name.rsplit("_", 1)[1].split("x"))
