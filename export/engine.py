@@ -640,7 +640,7 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runti
                                     for k, v in results.items()))
     chosen = results[best]
     if fp8 and dev.type == "cuda":                              # the FP8 attention plans the steps above built
-        _save_attention_plans(d / ATTENTION_PLANS_FILE, dev, log)
+        _save_attention_plans(d / ATTENTION_PLANS_FILE, cfg, dev, log)
     for p in d.glob(".*.pt2"):                                  # keep the winner only
         if chosen.get("file") == p.name:
             p.rename(d / LAYER_FILE)
@@ -670,13 +670,13 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runti
     }
 
 
-def _save_attention_plans(path: Path, dev, log) -> None:
+def _save_attention_plans(path: Path, cfg, dev, log) -> None:
     """cuDNN's FP8 attention plans built on `dev` (ops/attention_fp8.py), serialized: loading them takes 0.04 s where
     building takes 0.6-1.4 s. Nothing is written when none was built (no cudnn-frontend, or the bf16 core ran)."""
     from safetensors.torch import save_file
 
     from fourreal_rt.ops import attention_fp8
-    plans = attention_fp8.serialized_plans(dev)
+    plans = attention_fp8.serialized_plans(cfg, dev)
     if not plans:
         log("fp8 attention: no cuDNN plan was built (the attention ran in bf16); none stored")
         return
@@ -684,25 +684,6 @@ def _save_attention_plans(path: Path, dev, log) -> None:
     save_file({k: torch.frombuffer(bytearray(v), dtype=torch.uint8) for k, v in plans.items()}, str(path),
               metadata={"cudnn": str(torch.backends.cudnn.version()), "cudnn_frontend": cudnn.__version__})
     log(f"fp8 attention: {len(plans)} cuDNN plan(s) stored ({', '.join(plans)})")
-
-
-def _load_attention_plans(path: Path, cfg, dev, pending=None) -> dict:
-    """Loads an fp8 engine's stored cuDNN attention plans (after their checksum, `pending`, checks out: they hold
-    native code) and builds in the background what they do not cover. Returns timings and failures."""
-    from safetensors.torch import load_file
-
-    from fourreal_rt.ops import attention_fp8
-    t0 = time.perf_counter()
-    out: dict = {}
-    if path.exists() and attention_fp8._why_not(dev, cfg.head_dim) is None:
-        if pending is not None:
-            pending.result()                                     # EngineError on a damaged file
-        blobs = {k: v.numpy().tobytes() for k, v in load_file(str(path)).items()}
-        failed = attention_fp8.load_plans(blobs, dev)
-        out = {"plans": len(blobs) - len(failed), **({"failed": failed} if failed else {})}
-    attention_fp8.prepare(cfg, dev)                              # anything not loaded: built in the background
-    out["s"] = round(time.perf_counter() - t0, 3)
-    return out
 
 
 # ---- verify + load -------------------------------------------------------------------------------------------
@@ -946,10 +927,17 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
         verify_sizes(path, manifest, needed + rest)
         pending_needed = [_pool().submit(verify_files, path, manifest, [n], 1) for n in needed]
     try:
-        if fp8_plans:                                            # cuDNN's FP8 attention, loaded or built aside
-            plans_check = pending_needed[needed.index(ATTENTION_PLANS_FILE)] if (
-                verify and ATTENTION_PLANS_FILE in needed) else None
-            timings["attention_plans"] = _load_attention_plans(path / ATTENTION_PLANS_FILE, cfg, dev, plans_check)
+        if fp8_plans:   # cuDNN's FP8 attention: its stored plans loaded (after their checksum: native code), or built
+            from fourreal_rt.ops import attention_fp8
+            plans = None
+            if ATTENTION_PLANS_FILE in needed:
+                check = pending_needed[needed.index(ATTENTION_PLANS_FILE)] if verify else None
+
+                def plans(check=check):
+                    if check is not None:
+                        check.result()                           # EngineError on a damaged file: nothing loaded
+                    return {k: v.numpy().tobytes() for k, v in load_file(str(path / ATTENTION_PLANS_FILE)).items()}
+            attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
         model = _runtime_model(cfg, path / WEIGHTS_FILE, dev)
         if manifest["dtype"] == FP8:

@@ -8,8 +8,8 @@ against 1.05 ms for its bf16 one (benchmarks/RESULTS.md). Hopper's FP8 SDPA writ
 (csrc/grid_attention.h) come from this call's own amax, so nothing saturates and no state carries between calls.
 Every call runs on the current stream with fixed buffers, so it can be captured in a CUDA graph. Building cuDNN's
 graph for a shape takes 0.6-1.4 s (its kernel is compiled at run time): an fp8 engine stores the built plans
-(`serialized_plans`, 0.1 MB each) and loads them in 0.04 s (`load_plans`); `prepare(cfg, device)` builds what is
-missing in a background thread when a model or engine is loaded.
+(`serialized_plans`, 0.1 MB each), which load in 0.04 s: `prepare(cfg, device, plans)` loads them, or builds what is
+missing, in a background thread when a model or engine is loaded.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ UID_Q, UID_SCALARS, UID_O, UID_AMAX = 1, 4, 10, 11
 
 _graphs: dict = {}     # (device, S, H, L, hd) -> (graph, tensor attributes, workspace, amax outputs)
 _building: dict = {}   # (device, S, H, L, hd) -> Future of a build started by `prepare`
+loaded: set = set()    # the keys whose graph came from a stored plan
 _lock = threading.Lock()
 _handles: dict = {}    # device index -> cuDNN handle
 _unusable: dict = {}   # (device, hd) -> why not (str)
@@ -95,30 +96,58 @@ def _handle(device: torch.device):
         return _handles[device.index]
 
 
-def prepare(cfg, device: torch.device, batch: int = 1) -> None:
+def prepare(cfg, device: torch.device, batch: int = 1, plans=None) -> None:
     """Starts building the graphs a [batch, V, T] grid of `cfg` (a GridConfig) attends with, both axes, in a
-    background thread; the first call of that shape waits for it. Nothing happens where the FP8 core is unusable."""
+    background thread; the first call of a shape waits for its graph. plans: a function returning serialized plans
+    (`serialized_plans`) to load instead of building (an engine's checked file); if it raises, the error goes to
+    the first call. Nothing happens where the FP8 core is unusable."""
     if torch.device(device).type != "cuda":
         return
     device = _cuda(device)
-    H, hd, N = cfg.heads, cfg.head_dim, cfg.tokens_per_frame
-    if _why_not(device, hd) is not None:
+    if _why_not(device, cfg.head_dim) is not None:
         return
-    for S, L in {(batch * cfg.views, cfg.times * N), (batch * cfg.times, cfg.views * N)}:
-        key = (device.index, S, H, L, hd)
-        with _lock:
-            if key in _graphs or key in _building:
-                continue
-            fut = _building[key] = Future()
-        threading.Thread(target=_build_into_future, args=(fut, device, S, H, L, hd), daemon=True,
-                         name="fourreal-cudnn-fp8-build").start()
+    futs = {}
+    with _lock:
+        for key in grid_keys(cfg, device, batch):
+            pending = _building.get(key)
+            failed = pending is not None and pending.done() and pending.exception() is not None
+            if key not in _graphs and (pending is None or failed):   # an earlier failed load is tried again
+                futs[key] = _building[key] = Future()
+    if futs:
+        threading.Thread(target=_prepare, args=(futs, device, plans), daemon=True,
+                         name="fourreal-cudnn-fp8-prepare").start()
 
 
-def _build_into_future(fut: Future, device, S, H, L, hd) -> None:
-    try:
-        fut.set_result(_build(device, S, H, L, hd))
-    except BaseException as e:  # noqa: BLE001  (delivered to the first call of this shape)
-        fut.set_exception(e)
+def _prepare(futs: dict, device: torch.device, plans) -> None:
+    blobs = {}
+    if plans is not None:
+        try:
+            blobs = {(device.index, *(int(n) for n in name.rsplit("_", 1)[1].split("x"))): b
+                     for name, b in plans().items()}
+        except BaseException as e:  # noqa: BLE001  (a damaged file: delivered to the first call; load_engine raises)
+            for fut in futs.values():
+                fut.set_exception(e)
+            return
+    for key, fut in futs.items():
+        try:
+            if key in blobs:
+                try:
+                    graph = _build(device, *key[1:], plan=blobs[key])
+                    loaded.add(key)
+                    fut.set_result(graph)
+                    continue
+                except Unsupported as e:  # another cuDNN, say: build it instead
+                    warnings.warn(f"fourreal FP8 attention: stored plan not used, building it: {e}", stacklevel=1)
+            fut.set_result(_build(device, *key[1:]))
+        except BaseException as e:  # noqa: BLE001  (delivered to the first call of this shape)
+            fut.set_exception(e)
+
+
+def grid_keys(cfg, device: torch.device, batch: int = 1) -> set:
+    """The graph keys a [batch, V, T] grid of `cfg` attends with: (device index, S, H, L, hd) of both axes."""
+    device, N = _cuda(device), cfg.tokens_per_frame
+    return {(device.index, S, cfg.heads, L, cfg.head_dim)
+            for S, L in ((batch * cfg.views, cfg.times * N), (batch * cfg.times, cfg.views * N))}
 
 
 def _graph(device: torch.device, S: int, H: int, L: int, hd: int):
@@ -176,26 +205,13 @@ def _plan_name(S: int, H: int, L: int, hd: int) -> str:
     return f"sdpa_fp8_{S}x{H}x{L}x{hd}"
 
 
-def serialized_plans(device: torch.device) -> dict[str, bytes]:
-    """The execution plans of the graphs built on `device` so far, by shape name: cuDNN's serialized form, which
-    holds the compiled kernel (loading native code: only from a file whose checksum is known, e.g. an engine's)."""
-    device = _cuda(device)
+def serialized_plans(cfg, device: torch.device, batch: int = 1) -> dict[str, bytes]:
+    """The execution plans of a grid's graphs built on `device` so far (`grid_keys`), by shape name: cuDNN's
+    serialized form, which holds the compiled kernel (loading native code: only from a file whose checksum is known,
+    e.g. an engine's)."""
+    keys = grid_keys(cfg, device, batch)
     return {_plan_name(*key[1:]): graph.serialize(as_bytes=True)
-            for key, (graph, *_) in list(_graphs.items()) if key[0] == device.index}
-
-
-def load_plans(plans: dict[str, bytes], device: torch.device) -> dict[str, str]:
-    """Deserializes plans from `serialized_plans` onto `device`; returns {name: why not} for those that failed
-    (their shapes are then built as usual)."""
-    device = _cuda(device)
-    failed = {}
-    for name, blob in plans.items():
-        S, H, L, hd = (int(n) for n in name.rsplit("_", 1)[1].split("x"))
-        try:
-            _graphs[(device.index, S, H, L, hd)] = _build(device, S, H, L, hd, plan=bytes(blob))
-        except Unsupported as e:
-            failed[name] = str(e)
-    return failed
+            for key, (graph, *_) in list(_graphs.items()) if key in keys}
 
 
 def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

@@ -105,10 +105,12 @@ def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     channel-pair norm), softmax and products in fp32, the output rounded to e4m3 at v's scale (it cannot exceed
     max |v|). The kernel also stores the softmax probabilities as e4m3 (scaled by 448); that rounding, inside the
     fused kernel's online softmax, is not emulated. Shapes as `grid_attention`; returns q's dtype."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     qr, kr = _rope_along(q.float(), cos, sin, axis), _rope_along(k.float(), cos, sin, axis)
     pair_amax = lambda x: x.unflatten(-1, (-1, 2)).square().sum(-1).amax().sqrt()   # noqa: E731
     amax_v = v.float().abs().amax()
-    o = _attend(e4m3_round(qr, pair_amax(qr)), e4m3_round(kr, pair_amax(kr)), e4m3_round(v, amax_v), axis)
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):   # fp32: whatever backend a caller chose
+        o = _attend(e4m3_round(qr, pair_amax(qr)), e4m3_round(kr, pair_amax(kr)), e4m3_round(v, amax_v), axis)
     return e4m3_round(o, amax_v).to(q.dtype)
 
 
