@@ -70,7 +70,8 @@ setup(
         "torch>=2.4", "numpy", "click>=8", "av>=12", "safetensors", "tqdm", "pillow", "scikit-image",
         "onnx", "onnxscript", "onnxruntime", "onnxruntime-extensions",
     ],
-    extras_require={"test": ["pytest"], "build": ["pybind11", "ninja"]},
+    # gpu: cuDNN's FP8 attention for --fp8 (cudnn-frontend's Python graph API; without it FP8 runs attention in bf16)
+    extras_require={"test": ["pytest"], "build": ["pybind11", "ninja"], "gpu": ["nvidia-cudnn-frontend>=1.14"]},
     entry_points={"console_scripts": ["fourreal-rt=fourreal_rt.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
