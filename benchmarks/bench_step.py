@@ -187,7 +187,7 @@ def main():
         if not args.no_fp8:
             for label, targets, attn in [("ours fp8 linears", ("qkv", "fc1", "fc2"), False),
                                          ("ours fp8", ("qkv", "fc1", "fc2"), True),
-                                         ("ours fp8 all", fp8.DEFAULT_TARGETS, True)]:
+                                         ("ours fp8 all", fp8.ALL_TARGETS, True)]:
                 m8 = copy.deepcopy(model)
                 swapped = fp8.convert_to_fp8(m8, targets, attention=attn)
 

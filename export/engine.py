@@ -49,8 +49,8 @@ TABLES_FILE = "sigma_tables.safetensors"
 LAYER_FILE = "layer.pt2"
 ATTENTION_PLANS_FILE = "attention_fp8_plans.safetensors"   # fp8 engines on CUDA: cuDNN's compiled FP8 attention plans
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# fp8 engines: bf16 activations with the block linears (qkv, proj, fc1, fc2) in e4m3, row-wise scales (ops/fp8.py),
-# and the attention cores in e4m3, per-tensor scales (ops/attention_fp8.py), as `generate --fp8`
+# fp8 engines: bf16 activations with the block linears qkv, fc1, fc2 in e4m3, row-wise scales (ops/fp8.py), and the
+# attention cores in e4m3, per-tensor scales (ops/attention_fp8.py), as `generate --fp8`
 FP8 = "fp8"
 # ORT (CPU, Python ops) check of the ONNX graph at build time: only where one evaluation is cheap.
 # Measure: tokens x width x depth of one stream (tiny 3.5e4, small 1.1e7, paper 9.1e8).
@@ -86,13 +86,14 @@ def activation_dtype(name: str) -> torch.dtype:
 
 
 def to_fp8(model) -> None:
-    """An fp8 engine's model: every block linear swapped for an FP8Linear, in place (EngineError if one cannot be)."""
+    """An fp8 engine's model: the block linears of fp8.DEFAULT_TARGETS (qkv, fc1, fc2) swapped for FP8Linear and the
+    attention cores in e4m3, in place (EngineError if a linear cannot be)."""
     from fourreal_rt.ops.fp8 import DEFAULT_TARGETS, convert_to_fp8
     want = len(DEFAULT_TARGETS) * model.cfg.depth
     swapped = convert_to_fp8(model, DEFAULT_TARGETS)
     if swapped != want:
-        raise EngineError(f"fp8 engines need every block linear in e4m3 (widths a multiple of 16): {swapped} of "
-                          f"{want} could be")
+        raise EngineError(f"fp8 engines need the block linears {', '.join(DEFAULT_TARGETS)} in e4m3 (widths a "
+                          f"multiple of 16): {swapped} of {want} could be")
 
 
 def device_info(device: torch.device) -> dict:

@@ -80,7 +80,9 @@ def block_apply(x, mod, cos, sin, axis: str, heads: int, qkv_w, qkv_b, proj_w, p
         qkv = qkv_w(h) if fp8 else F.linear(h, qkv_w, qkv_b)                   # [B, V, T, N, 3D]
         q, k, v = qkv.view(B, V, T, N, 3, heads, D // heads).unbind(4)          # [B, V, T, N, H, hd]
         o = (ops.grid_attention_fp8 if fp8 else ops.grid_attention)(q, k, v, cos, sin, axis).flatten(-2)  # [B, V, T, N, D]
-        return gated_linear(x, o, proj_w, g) if fp8 else linear_residual(x, o, proj_w, proj_b, g)  # x + g ⊙ proj(o)
+        if isinstance(proj_w, FP8Linear):                                       # x + g ⊙ proj(o)
+            return gated_linear(x, o, proj_w, g)
+        return linear_residual(x, o, proj_w, proj_b, g)
 
     def feed_forward(h, x, g):                                                  # x + g ⊙ MLP(h)
         return mlp(h, fc1_w, fc2_w, x, g) if fp8 else linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b, x, g)

@@ -272,8 +272,10 @@ def test_fp8_linear_emulation_and_conversion():
 
     from fourreal_rt.model import PRESETS, TwoStreamModel
     model = TwoStreamModel(PRESETS["tiny"])
-    assert fp8.convert_to_fp8(model) == 4 * PRESETS["tiny"].depth
-    assert all(type(b.fc1) is fp8.FP8Linear and type(b.attn.qkv) is fp8.FP8Linear for b in model.base.blocks)
+    assert fp8.convert_to_fp8(model) == 3 * PRESETS["tiny"].depth                 # qkv, fc1, fc2; proj stays bf16
+    assert all(type(b.fc1) is fp8.FP8Linear and type(b.attn.qkv) is fp8.FP8Linear and type(b.attn.proj) is nn.Linear
+               for b in model.base.blocks)
+    assert fp8.convert_to_fp8(TwoStreamModel(PRESETS["tiny"]), fp8.ALL_TARGETS) == 4 * PRESETS["tiny"].depth
 
 
 def test_fused_mlp_on_cpu_is_the_plain_expression():

@@ -1,7 +1,7 @@
 """FP8 (e4m3) linears with row-wise scales, selectable at run time.
 
-`convert_to_fp8(model)` runs the attention cores in e4m3 (ops/attention_fp8.py) and swaps the block linears (qkv,
-proj, fc1, fc2) for `FP8Linear`: the weight is quantized once per output channel, the activations per token on the
+`convert_to_fp8(model)` runs the attention cores in e4m3 (ops/attention_fp8.py) and swaps the block linears qkv,
+fc1 and fc2 (DEFAULT_TARGETS; proj too on request) for `FP8Linear`: the weight is quantized once per output channel, the activations per token on the
 fly (our kernel `fourreal_C::quantize_fp8_rowwise` on CUDA, `quantize_rowwise_twin` elsewhere), and the product runs
 in `torch._scaled_mm` with fp32 scales and a bf16 output. On CPU, `FP8Linear` emulates the same arithmetic (quantize, dequantize, bf16/fp32 matmul), so the FP8
 path can be tested anywhere. Its quality cost is measured in benchmarks/bench_step.py (RESULTS.md); it is off
@@ -18,7 +18,11 @@ import torch.nn.functional as F
 from . import backend
 
 E4M3_MAX = 448.0
-DEFAULT_TARGETS = ("qkv", "proj", "fc1", "fc2")
+# The block linears `--fp8` runs in e4m3. proj stays bf16: its gated residual rides in its bf16 GEMM's epilogue
+# (fused.linear_residual), which is faster than an e4m3 GEMM plus a residual pass (paper step on an H100: 131.3 ms
+# with these three, 132.9 ms with all four; benchmarks/RESULTS.md).
+DEFAULT_TARGETS = ("qkv", "fc1", "fc2")
+ALL_TARGETS = ("qkv", "proj", "fc1", "fc2")
 
 
 class Quantized(NamedTuple):
