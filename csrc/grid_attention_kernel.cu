@@ -10,6 +10,19 @@
 
 namespace fourreal {
 
+// Element offset of chunk i of a walk over [B, V, T, N, H, hd / VEC] in grid order, in a tensor with strides st
+// along (b, v, t, n, h) and a contiguous last dim.
+template <int VEC, typename Idx>
+__device__ __forceinline__ int64_t grid_offset(Idx i, int nchunk, int H, int N, int T, int V, const int64_t* st) {
+  const int c = static_cast<int>(i % nchunk); i /= nchunk;
+  const int h = static_cast<int>(i % H); i /= H;
+  const int n = static_cast<int>(i % N); i /= N;
+  const int t = static_cast<int>(i % T); i /= T;
+  const int v = static_cast<int>(i % V);
+  const int b = static_cast<int>(i / V);
+  return b * st[0] + v * st[1] + t * st[2] + n * st[3] + h * st[4] + c * VEC;
+}
+
 // TO = T: plain pack; TO = uint8_t: e4m3 output, each tensor scaled by 448 / its amax (scalars[kAmaxQ + which], from
 // rope_amax_kernel), and the first thread writes cuDNN's FP8 scalars.
 template <typename T, typename TO, int VEC, typename Idx>
@@ -91,15 +104,8 @@ __global__ void __launch_bounds__(256) rope_amax_kernel(const RopePackParams p, 
   float m = 0.f;  // max of squared pair norms (pairs) or of |x|
   for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<Idx>(gridDim.x) * blockDim.x) {
-    Idx r = i;  // [B, V, T, N, H, hd / VEC], the source's own order
-    const int c = static_cast<int>(r % nchunk); r /= nchunk;
-    const int h = static_cast<int>(r % p.H); r /= p.H;
-    const int n = static_cast<int>(r % p.N); r /= p.N;
-    const int t = static_cast<int>(r % p.T); r /= p.T;
-    const int v = static_cast<int>(r % p.V);
-    const int b = static_cast<int>(r / p.V);
-    float x[VEC];
-    load_vec<T, VEC>(src + b * st[0] + v * st[1] + t * st[2] + n * st[3] + h * st[4] + c * VEC, x);
+    float x[VEC];   // the source's own order
+    load_vec<T, VEC>(src + grid_offset<VEC>(i, nchunk, p.H, p.N, p.T, p.V, st), x);
     if (pairs) {
 #pragma unroll
       for (int j = 0; j < VEC / 2; ++j) m = fmaxf(m, x[2 * j] * x[2 * j] + x[2 * j + 1] * x[2 * j + 1]);
@@ -130,14 +136,7 @@ __global__ void __launch_bounds__(256) grid_gather_kernel(const GridGatherParams
   const int64_t* st = p.src_strides;
   for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<Idx>(gridDim.x) * blockDim.x) {
-    Idx r = i;  // output [B, V, T, N, H, hd / VEC]
-    const int c = static_cast<int>(r % nchunk); r /= nchunk;
-    const int h = static_cast<int>(r % p.H); r /= p.H;
-    const int n = static_cast<int>(r % p.N); r /= p.N;
-    const int t = static_cast<int>(r % p.T); r /= p.T;
-    const int v = static_cast<int>(r % p.V);
-    const int b = static_cast<int>(r / p.V);
-    const TI* s = src + b * st[0] + v * st[1] + t * st[2] + n * st[3] + h * st[4] + c * VEC;
+    const TI* s = src + grid_offset<VEC>(i, nchunk, p.H, p.N, p.T, p.V, st);   // output order: the grid's
     float x[VEC];
     if constexpr (std::is_same_v<TI, uint8_t>) {
       load_fp8<VEC>(s, x);

@@ -28,7 +28,7 @@ DESCALE_V = 2
 # amax of the probabilities and of o
 UID_Q, UID_SCALARS, UID_O, UID_AMAX = 1, 4, 10, 11
 
-_graphs: dict = {}     # (device, S, H, L, hd) -> (graph, tensor attributes, workspace, amax outputs)
+_graphs: dict = {}     # (device, S, H, L, hd) -> (graph, workspace, amax outputs)
 _building: dict = {}   # (device, S, H, L, hd) -> Future of a build started by `prepare`
 loaded: set = set()    # the keys whose graph came from a stored plan
 _lock = threading.Lock()

@@ -1,11 +1,12 @@
-"""FP8 (e4m3) linears with row-wise scales, selectable at run time.
+"""FP8 (e4m3) linears with row-wise scales, and FP8 attention, selectable at run time.
 
 `convert_to_fp8(model)` runs the attention cores in e4m3 (ops/attention_fp8.py) and swaps the block linears qkv,
-fc1 and fc2 (DEFAULT_TARGETS; proj too on request) for `FP8Linear`: the weight is quantized once per output channel, the activations per token on the
-fly (our kernel `fourreal_C::quantize_fp8_rowwise` on CUDA, `quantize_rowwise_twin` elsewhere), and the product runs
-in `torch._scaled_mm` with fp32 scales and a bf16 output. On CPU, `FP8Linear` emulates the same arithmetic (quantize, dequantize, bf16/fp32 matmul), so the FP8
-path can be tested anywhere. Its quality cost is measured in benchmarks/bench_step.py (RESULTS.md); it is off
-unless asked for.
+fc1 and fc2 (DEFAULT_TARGETS; proj too on request) for `FP8Linear`: the weight is quantized once per output channel,
+the activations per token on the fly (our kernel `fourreal_C::quantize_fp8_rowwise` on CUDA, `quantize_rowwise_twin`
+elsewhere; the LayerNorm before qkv and fc1 writes its rows as e4m3 itself, `Quantized`), and the product runs in
+`torch._scaled_mm` with fp32 scales and a bf16 output. On CPU, `FP8Linear` emulates the same arithmetic (quantize,
+dequantize, bf16/fp32 matmul), so the FP8 path can be tested anywhere. Its speed and quality cost are measured in
+benchmarks/bench_step.py and benchmarks/quality.py (RESULTS.md); it is off unless asked for.
 """
 from __future__ import annotations
 
