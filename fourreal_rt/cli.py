@@ -198,7 +198,7 @@ def info(as_json):
                      for k, v in PRESETS.items()},
          "shipped_models": sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "model.safetensors").exists())
          if SHIPPED_DIR.exists() else [],
-         "compiled_kernels": kernels}
+         "compiled_kernels": kernels, "fp8_attention": _fp8_attention_status(torch)}
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -209,6 +209,17 @@ def info(as_json):
                 click.echo(f"  {kk}: {vv}")
         else:
             click.echo(f"{k}: {v}")
+
+
+def _fp8_attention_status(torch) -> str:
+    """What `--fp8` attention would run on: cuDNN's FP8 core (its frontend's version) or why bf16."""
+    try:
+        import cudnn
+    except ImportError:
+        return "bf16 (nvidia-cudnn-frontend not installed: pip install -e '.[gpu]')"
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0):
+        return f"bf16 (cuDNN's FP8 attention needs a GPU of compute capability 9.0+; cudnn-frontend {cudnn.__version__})"
+    return f"cuDNN FP8 SDPA (cudnn-frontend {cudnn.__version__})"
 
 
 @main.command("build-engine")

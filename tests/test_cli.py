@@ -1,8 +1,10 @@
 """`fourreal-rt generate` end to end on the tiny preset: outputs, exactness, seeds, bad input."""
+import importlib.util
 import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import make_video, smooth_frames
 
@@ -154,6 +156,9 @@ def test_info_runs():
     from fourreal_rt.ops import backend
     assert "small" in d["presets"] and "small" in d["shipped_models"]
     assert d["compiled_kernels"]["present"] == (backend.load() is not None)
+    assert d["fp8_attention"].startswith("cuDNN FP8") == (
+        torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)
+        and importlib.util.find_spec("cudnn") is not None)
 
 
 def test_fp8_path_runs_and_stays_close(videos, tmp_path):
