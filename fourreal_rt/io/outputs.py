@@ -29,8 +29,6 @@ JPEG_QUALITY = 90  # viewer.html frames
 CRF = 18  # libx264 quality: visually lossless for previews
 X264_PRESET = "veryfast"  # 2-2.5x faster than the default "medium" at CRF 18: the same size on natural frames and
                           # 0.2 dB lower PSNR (benchmarks/RESULTS.md, issue 5); the exact frames are in grid.npz
-X264_PARAMS = "sliced-threads=1"  # a grid has few frames: threads split each frame instead of waiting on frames
-                                  # (grid.mp4 of an 8x8 paper grid on 2 cores: 0.73 -> 0.56 s)
 NPZ_LEVEL = 1             # grid.npz's deflate level: 2.6x faster than savez_compressed's 6 on natural frames, 1.4x the size
 
 
@@ -81,8 +79,7 @@ def encode_mp4(path, frames: np.ndarray, fps: float) -> dict:
     codec = video_codec()
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(100000),
-                                      options={"crf": str(CRF), "preset": X264_PRESET, "x264-params": X264_PARAMS}
-                                      if codec == "libx264" else {})
+                                      options={"crf": str(CRF), "preset": X264_PRESET} if codec == "libx264" else {})
         stream.width, stream.height, stream.pix_fmt = w + pw, h + ph, "yuv420p"
         for img in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
