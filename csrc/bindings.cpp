@@ -21,8 +21,8 @@ TORCH_LIBRARY(fourreal_C, m) {
   // Attention along a grid axis with RoPE: [B, V, T, N, H, hd] -> same; backend 0 cuDNN, 1 flash, 2 SDPA default,
   // 3 memory-efficient.
   m.def("grid_attention(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, int axis, int backend) -> Tensor");
-  // rope_pack with e4m3 outputs scaled per tensor for cuDNN's FP8 attention; scalars: fp32 [9] (descale q, k, v,
-  // descale s, scale s, scale o, amax q, k, v), written.
+  // rope_pack with e4m3 outputs scaled per tensor for cuDNN's FP8 attention; scalars: fp32 [10] (descale q, k, v,
+  // descale s, scale s, scale o, descale o, amax q, k, v), written.
   m.def("rope_pack_fp8(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, int axis, Tensor! q_out, "
         "Tensor! k_out, Tensor! v_out, Tensor! scalars) -> ()");
   // The e4m3 attention output on packed sequences [S, L, H, hd], times the device scalar `scale`, back to the grid

@@ -35,7 +35,7 @@ __device__ __forceinline__ void store_fp8(uint8_t* __restrict__ p, const float (
 // Loads VEC e4m3 bytes as floats (8 bytes in one access when VEC == 8).
 template <int VEC>
 __device__ __forceinline__ void load_fp8(const uint8_t* __restrict__ p, float (&out)[VEC]) {
-  uint8_t b[VEC];
+  alignas(8) uint8_t b[VEC];
   if constexpr (VEC == 8) {
     *reinterpret_cast<uint2*>(b) = *reinterpret_cast<const uint2*>(p);
   } else {

@@ -161,7 +161,7 @@ at::Tensor grid_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
 }
 
 // As rope_pack, with e4m3 outputs [S, L, H, hd] scaled per tensor for cuDNN's FP8 attention; writes scalars
-// (fp32 [kFp8AttentionScalars]: descale q, k, v, descale s, scale s, scale o, then the three amax values).
+// (fp32 [kFp8AttentionScalars]: descale q, k, v, descale s, scale s, scale o, descale o, then the three amax values).
 void rope_pack_fp8(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos,
                    const at::Tensor& sin, int64_t axis, at::Tensor& q_out, at::Tensor& k_out, at::Tensor& v_out,
                    at::Tensor& scalars) {

@@ -7,8 +7,9 @@
 // FP8 attention (fourreal_rt/ops/attention_fp8.py) packs q, k, v as e4m3 with one scale per tensor (rope_pack_fp8:
 // an amax pass, then RoPE + pack + scale + convert) for cuDNN's FP8 SDPA, and gathers its e4m3 output back as
 // bf16/fp32 (grid_gather_fp8). The scales come from the amax of this very call: for q and k the largest norm of a
-// rotated channel pair (rotation keeps pair norms, so it bounds every rotated value), for v the largest |v|, which
-// also bounds the output (each output row is a convex combination of v's rows).
+// rotated channel pair (rotation keeps pair norms, so it bounds every rotated value), for v the largest |v|. Each
+// output row is a convex combination of v's rows, up to the e4m3 rounding of the probabilities (at most 1/16 each),
+// so the output is stored at v's scale with kOutputHeadroom to spare and cannot saturate.
 #pragma once
 
 #include "types.h"
@@ -36,11 +37,14 @@ struct GridGatherParams {
   int B, V, T, N, H, hd;
 };
 
-// The 6 fp32 scalars of cuDNN's FP8 SDPA, in this order, and the 3 amax values after them in the same buffer.
+constexpr float kOutputHeadroom = 1.125f;  // the output's scale: max |v| times this (> 1 + 1/16)
+
+// The 6 fp32 scalars of cuDNN's FP8 SDPA, in this order, then the output's descale and the 3 amax values, in one buffer.
 enum Fp8AttentionScalar : int {
   kDescaleQ = 0, kDescaleK, kDescaleV,  // amax / 448 of q, k, v: a stored e4m3 value times this is the real value
   kDescaleS, kScaleS,                   // 1 / 448 and 448: softmax probabilities (<= 1) stored as p * 448
-  kScaleO,                              // 1 / descale_v: the output stored in v's scale
+  kScaleO,                              // 448 / (amax_v * kOutputHeadroom): the output's e4m3 scale
+  kDescaleO,                            // its inverse, for grid_gather_fp8
   kAmaxQ, kAmaxK, kAmaxV,
   kFp8AttentionScalars
 };

@@ -45,7 +45,8 @@ __global__ void __launch_bounds__(256) rope_pack_kernel(const RopePackParams p, 
       if (which == 2) {
         scalars[kDescaleS] = 1.f / kFp8E4m3Max;
         scalars[kScaleS] = kFp8E4m3Max;
-        scalars[kScaleO] = mul;
+        scalars[kScaleO] = kFp8E4m3Max / (amax * kOutputHeadroom);
+        scalars[kDescaleO] = amax * kOutputHeadroom / kFp8E4m3Max;
       }
     }
   }

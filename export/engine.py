@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -906,6 +907,7 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
 
 def load_engine(path, device: str | torch.device = "auto", verify: bool = True) -> Engine:
     """Checks and loads the engine at `path` (a directory the user named). Raises EngineError."""
+    from safetensors.torch import load as load_safetensors
     from safetensors.torch import load_file
 
     from .step import FoldedStep
@@ -932,12 +934,12 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
             from fourreal_rt.ops import attention_fp8
             plans = None
             if ATTENTION_PLANS_FILE in needed:
-                check = pending_needed[needed.index(ATTENTION_PLANS_FILE)] if verify else None
-
-                def plans(check=check):
-                    if check is not None:
-                        check.result()                           # EngineError on a damaged file: nothing loaded
-                    return {k: v.numpy().tobytes() for k, v in load_file(str(path / ATTENTION_PLANS_FILE)).items()}
+                def plans():   # the bytes that are checked are the bytes that are loaded
+                    data = (path / ATTENTION_PLANS_FILE).read_bytes()
+                    if verify and hashlib.sha256(data).hexdigest() != manifest["files"][ATTENTION_PLANS_FILE]["sha256"]:
+                        raise EngineError(f"engine file {ATTENTION_PLANS_FILE} is damaged (sha256 mismatch with the "
+                                          "manifest)")
+                    return {k: v.numpy().tobytes() for k, v in load_safetensors(data).items()}
             attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
         model = _runtime_model(cfg, path / WEIGHTS_FILE, dev)
@@ -950,6 +952,8 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
             t1 = time.perf_counter()
             if rt.get("custom_ops"):
                 kernels_status()                                 # register the kernels the layer calls
+            if verify:                                           # native code: loaded only once its sha256 checks
+                pending_needed[needed.index(rt["layer_file"])].result()
             layer = AOTILayer(path / rt["layer_file"], dev)
             timings["layer_s"] = round(time.perf_counter() - t1, 3)
         elif rt.get("custom_ops"):

@@ -223,6 +223,47 @@ def test_fp8_block_takes_quantized_rows():
     assert torch.equal(out, ref)
 
 
+def test_fp8_attention_plans_fall_back_to_building(monkeypatch):
+    """What the background loader does with an engine's stored plans (cuDNN mocked: runs on the CPU): a plan for a
+    wanted shape is deserialized; one cuDNN refuses, an unknown name, or a file that fails its check (the error
+    load_engine itself reports) leave the shape to be built; a failed build is not kept."""
+    from concurrent.futures import Future
+
+    from fourreal_rt.ops import attention_fp8 as A
+
+    def fake_build(device, S, H, L, hd, plan=None):
+        if plan == b"bad":
+            raise A.Unsupported("plan could not be loaded")
+        return ("plan" if plan is not None else "built", S)
+    monkeypatch.setattr(A, "_build", fake_build)
+    dev = torch.device("cuda", 0)
+    k1, k2 = (0, 2, 2, 48, 64), (0, 3, 2, 32, 64)
+
+    def run(plans):
+        futs = {k1: Future(), k2: Future()}
+        A._prepare(futs, dev, lambda: plans)
+        return {k: f.result() for k, f in futs.items()}
+    assert run({"sdpa_fp8_2x2x48x64": b"x", "sdpa_fp8_3x2x32x64": b"y"}) == {k1: ("plan", 2), k2: ("plan", 3)}
+    with pytest.warns(UserWarning) as caught:
+        got = run({"sdpa_fp8_2x2x48x64": b"bad", "note": b"", "sdpa_fp8_3x2x32x64": b"y"})
+    assert got == {k1: ("built", 2), k2: ("plan", 3)}
+    assert {"ignoring 'note'", "stored plan not used"} <= {m for w in caught for m in
+                                                            ("ignoring 'note'", "stored plan not used")
+                                                            if m in str(w.message)}
+
+    def damaged():
+        raise RuntimeError("engine file attention_fp8_plans.safetensors is damaged")
+    futs = {k1: Future()}
+    with pytest.warns(UserWarning, match="stored plans not used"):
+        A._prepare(futs, dev, damaged)
+    assert futs[k1].result() == ("built", 2)
+    # _graph: a failed build raises to its caller and is not kept
+    monkeypatch.setattr(A, "_build", lambda *a, **k: (_ for _ in ()).throw(A.Unsupported("declined")))
+    with pytest.raises(A.Unsupported):
+        A._graph(dev, 5, 2, 8, 64)
+    assert (0, 5, 2, 8, 64) not in A._building and (0, 5, 2, 8, 64) not in A._graphs
+
+
 def test_fp8_conversion_turns_on_fp8_attention():
     from fourreal_rt.model import PRESETS, TwoStreamModel
     model = TwoStreamModel(PRESETS["tiny"])
@@ -477,9 +518,10 @@ def test_gpu_grid_attention_fp8(dims, grid_hw, axis):
     torch.ops.fourreal_C.rope_pack_fp8(q, k, v, cos, sin, twins.AXES.index(axis), *packed, sc)
     rot = [twins._rope_along(t.float(), cos, sin, axis) for t in (q, k)]
     amax = [r.unflatten(-1, (-1, 2)).square().sum(-1).amax().sqrt().item() for r in rot] + [v.float().abs().amax().item()]
-    torch.testing.assert_close(sc[6:].cpu(), torch.tensor(amax), rtol=1e-5, atol=0)
-    torch.testing.assert_close(sc[:6].cpu(), torch.tensor([*(a / 448 for a in amax), 1 / 448, 448, 448 / amax[2]]),
-                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(sc[7:].cpu(), torch.tensor(amax), rtol=1e-5, atol=0)
+    o_amax = amax[2] * attention_fp8.OUTPUT_HEADROOM
+    torch.testing.assert_close(sc[:7].cpu(), torch.tensor([*(a / 448 for a in amax), 1 / 448, 448, 448 / o_amax,
+                                                           o_amax / 448]), rtol=1e-5, atol=0)
     # captured in a CUDA graph (cuDNN's graph built above), replayed on new inputs
     qs, ks, vs = (t.clone() for t in (q, k, v))
     side = torch.cuda.Stream()
@@ -779,5 +821,9 @@ def test_gpu_fp8_engine_stores_and_loads_attention_plans(tmp_path):
     data[-1] ^= 0xFF
     plans.write_bytes(bytes(data))
     attention_fp8._graphs.clear()
+    attention_fp8.loaded.clear()
     with pytest.raises(E.EngineError, match="damaged"):
         E.load_engine(tmp_path / "E8", "cuda")
+    for key in keys:                                             # nothing of the damaged file was kept: built anew
+        assert attention_fp8._graph(dev, *key[1:]) is not None
+        assert key not in attention_fp8.loaded

@@ -97,7 +97,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor, rope, axis: str, attn: Attention | None = None):
         # x: [B, V, T, N, D]; c: [B, D] (σ + context embedding)
         attn = attn or self.attn
-        fp8_norm = isinstance(attn.qkv, FP8Linear) and isinstance(self.fc1, FP8Linear)
+        fp8_norm = isinstance(attn.qkv, FP8Linear) and isinstance(self.fc1, FP8Linear)   # their inputs come as e4m3
         return block_residuals(x, self.ada(F.silu(c)), lambda h, x, g: attn(h, rope, axis, x, g),
                                lambda h, x, g: mlp(h, self.fc1, self.fc2, x, g), fp8_norm)  # fc2(GELU_tanh(fc1(h)))
 

@@ -22,8 +22,9 @@ import torch
 
 from .twins import AXES
 
-N_SCALARS = 9          # csrc/grid_attention.h Fp8AttentionScalar: descale q, k, v, descale s, scale s, scale o, amax q, k, v
-DESCALE_V = 2
+N_SCALARS = 10         # csrc/grid_attention.h Fp8AttentionScalar: descale q, k, v, descale s, scale s, scale o,
+DESCALE_O = 6          # descale o, amax q, k, v
+OUTPUT_HEADROOM = 1.125  # kOutputHeadroom: the output's scale is max |v| times this
 # the graph's tensors by uid (fixed, so that a deserialized plan is fed the same way): q, k, v, the six scalars, o,
 # amax of the probabilities and of o
 UID_Q, UID_SCALARS, UID_O, UID_AMAX = 1, 4, 10, 11
@@ -31,7 +32,8 @@ UID_Q, UID_SCALARS, UID_O, UID_AMAX = 1, 4, 10, 11
 _graphs: dict = {}     # (device, S, H, L, hd) -> (graph, workspace, amax outputs)
 _building: dict = {}   # (device, S, H, L, hd) -> Future of a build started by `prepare`
 loaded: set = set()    # the keys whose graph came from a stored plan
-_lock = threading.Lock()
+_lock = threading.Lock()       # guards the dicts above
+_cudnn_lock = threading.Lock() # one user of the cuDNN handles at a time: a background build and a call's execute
 _handles: dict = {}    # device index -> cuDNN handle
 _unusable: dict = {}   # (device, hd) -> why not (str)
 
@@ -109,25 +111,45 @@ def prepare(cfg, device: torch.device, batch: int = 1, plans=None) -> None:
     futs = {}
     with _lock:
         for key in grid_keys(cfg, device, batch):
-            pending = _building.get(key)
-            failed = pending is not None and pending.done() and pending.exception() is not None
-            if key not in _graphs and (pending is None or failed):   # an earlier failed load is tried again
+            if key not in _graphs and key not in _building:
                 futs[key] = _building[key] = Future()
-    if futs:
+    if not futs:
+        return
+    try:
         threading.Thread(target=_prepare, args=(futs, device, plans), daemon=True,
                          name="fourreal-cudnn-fp8-prepare").start()
+    except BaseException as e:  # no thread: nobody may wait on these
+        _prepare_failed(futs, e)
+        raise
+
+
+def _prepare_failed(futs: dict, e: BaseException) -> None:
+    with _lock:
+        for key, fut in futs.items():
+            if _building.get(key) is fut:
+                del _building[key]
+            fut.set_exception(e)
+
+
+def _plan_key(device: torch.device, name: str) -> tuple:
+    """(device index, S, H, L, hd) of a `_plan_name`; ValueError if it is not one."""
+    S, H, L, hd = (int(n) for n in name.removeprefix("sdpa_fp8_").split("x"))
+    return device.index, S, H, L, hd
 
 
 def _prepare(futs: dict, device: torch.device, plans) -> None:
     blobs = {}
     if plans is not None:
         try:
-            blobs = {(device.index, *(int(n) for n in name.rsplit("_", 1)[1].split("x"))): b
-                     for name, b in plans().items()}
-        except BaseException as e:  # noqa: BLE001  (a damaged file: delivered to the first call; load_engine raises)
-            for fut in futs.values():
-                fut.set_exception(e)
-            return
+            raw = plans()
+        except BaseException as e:  # noqa: BLE001  (a damaged file: load_engine reports it; nothing of it is loaded)
+            warnings.warn(f"fourreal FP8 attention: stored plans not used ({e}); building them", stacklevel=1)
+            raw = {}
+        for name, blob in raw.items():
+            try:
+                blobs[_plan_key(device, name)] = blob
+            except ValueError:
+                warnings.warn(f"fourreal FP8 attention: ignoring {name!r} among the stored plans", stacklevel=1)
     for key, fut in futs.items():
         try:
             if key in blobs:
@@ -136,7 +158,7 @@ def _prepare(futs: dict, device: torch.device, plans) -> None:
                     loaded.add(key)
                     fut.set_result(graph)
                     continue
-                except Unsupported as e:  # another cuDNN, say: build it instead
+                except Unsupported as e:  # another cuDNN, a damaged plan: build it instead
                     warnings.warn(f"fourreal FP8 attention: stored plan not used, building it: {e}", stacklevel=1)
             fut.set_result(_build(device, *key[1:]))
         except BaseException as e:  # noqa: BLE001  (delivered to the first call of this shape)
@@ -151,13 +173,31 @@ def grid_keys(cfg, device: torch.device, batch: int = 1) -> set:
 
 
 def _graph(device: torch.device, S: int, H: int, L: int, hd: int):
-    """cuDNN FP8 SDPA over q, k, v, o: [S, L, H, hd] e4m3 (seen as [S, H, L, hd]), built once per shape."""
+    """cuDNN FP8 SDPA over q, k, v, o: [S, L, H, hd] e4m3 (seen as [S, H, L, hd]), built once per shape: by `prepare`'s
+    thread if it started one (waited for here), else here. A failed build is not kept (the next call tries again)."""
     key = (device.index, S, H, L, hd)
-    if key not in _graphs:
+    graph = _graphs.get(key)
+    if graph is not None:
+        return graph
+    with _lock:
+        fut = _building.get(key)
+        mine = fut is None
+        if mine:
+            fut = _building[key] = Future()
+    if mine:
+        try:
+            fut.set_result(_build(device, S, H, L, hd))
+        except BaseException as e:  # noqa: BLE001  (raised just below, to this caller)
+            fut.set_exception(e)
+    try:
+        graph = fut.result()
         with _lock:
-            fut = _building.pop(key, None)
-        _graphs[key] = fut.result() if fut is not None else _build(device, S, H, L, hd)
-    return _graphs[key]
+            _graphs[key] = graph
+    finally:
+        with _lock:
+            if _building.get(key) is fut:
+                del _building[key]
+    return graph
 
 
 def _build(device: torch.device, S: int, H: int, L: int, hd: int, plan: bytes | None = None):
@@ -165,8 +205,8 @@ def _build(device: torch.device, S: int, H: int, L: int, hd: int, plan: bytes | 
     declines the shape or the plan."""
     cudnn = _cudnn()
     e4m3, fp32 = cudnn.data_type.FP8_E4M3, cudnn.data_type.FLOAT
-    with torch.cuda.device(device):
-        handle = _handle(device)
+    handle = _handle(device)
+    with torch.cuda.device(device), _cudnn_lock:
         graph = cudnn.pygraph(io_data_type=e4m3, intermediate_data_type=fp32, compute_data_type=fp32,
                               handle=handle)
         try:
@@ -232,8 +272,9 @@ def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: t
     pack.update({UID_O: o8, UID_AMAX: amax_out[0:1].view(1, 1, 1, 1), UID_AMAX + 1: amax_out[1:2].view(1, 1, 1, 1)})
     handle = _handle(q.device)
     cudnn = _cudnn()
-    cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream(q.device).cuda_stream)
-    graph.execute(pack, workspace, handle=handle)
+    with _cudnn_lock:
+        cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream(q.device).cuda_stream)
+        graph.execute(pack, workspace, handle=handle)
     out = torch.empty(B, V, T, N, H, hd, dtype=q.dtype, device=q.device)
-    C.grid_gather_fp8(o8, scalars[DESCALE_V:DESCALE_V + 1], a, out)
+    C.grid_gather_fp8(o8, scalars[DESCALE_O:DESCALE_O + 1], a, out)
     return out

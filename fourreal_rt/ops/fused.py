@@ -51,7 +51,7 @@ def mlp(h: torch.Tensor, fc1: nn.Module, fc2: nn.Module, x: torch.Tensor | None 
     x: [B, ..., D_out]; gate: [B, D_out]. h may be an FP8 block's Quantized rows (fc1 and fc2 then FP8Linear)."""
     if isinstance(h, Quantized):
         a = fc1(h)                                                             # [B, ..., hidden]
-        if _fast(a) and backend.load() is not None:
+        if isinstance(fc2, FP8Linear) and _fast(a) and backend.load() is not None:
             aq, a_scale = quantize_rowwise(a.reshape(-1, a.shape[-1]), gelu=True)   # GELU fused into the quantization
             return _residual(x, fc2.forward_quantized(aq, a_scale).view(*a.shape[:-1], -1), gate)
         return _residual(x, fc2(F.gelu(a, approximate="tanh")), gate)

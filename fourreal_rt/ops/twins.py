@@ -93,25 +93,28 @@ E4M3_MAX = 448.0
 
 
 def e4m3_round(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
-    """x rounded to float8_e4m3fn at the per-tensor scale amax / 448 (saturating), back in fp32."""
-    d = amax.float().clamp(min=1e-30) / E4M3_MAX
-    return (x.float() / d).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).float() * d
+    """x rounded to float8_e4m3fn at the per-tensor scale amax / 448 (saturating), back in fp32; scaled by 448 / amax
+    as the kernels do."""
+    amax = amax.float().clamp(min=1e-30)
+    return (x.float() * (E4M3_MAX / amax)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).float() * (amax / E4M3_MAX)
 
 
 def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        cos: torch.Tensor, sin: torch.Tensor, axis: str) -> torch.Tensor:
     """`grid_attention` with an e4m3 core, as our FP8 path runs it (csrc/grid_attention.h, cuDNN's FP8 SDPA): q and
     k after RoPE and v rounded to e4m3 with one scale per tensor (amax / 448; for q and k the amax is the largest
-    channel-pair norm), softmax and products in fp32, the output rounded to e4m3 at v's scale (it cannot exceed
-    max |v|). The kernel also stores the softmax probabilities as e4m3 (scaled by 448); that rounding, inside the
-    fused kernel's online softmax, is not emulated. Shapes as `grid_attention`; returns q's dtype."""
+    channel-pair norm, which rotation keeps), softmax and products in fp32, the output rounded to e4m3 at max |v|
+    times 1.125 (a convex combination of v's rows, up to the probabilities' rounding). The kernel also stores the
+    softmax probabilities as e4m3 (scaled by 448); that rounding, inside the fused kernel's online softmax, is not
+    emulated. Shapes as `grid_attention`; returns q's dtype."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
+    pair_amax = lambda x: x.float().unflatten(-1, (-1, 2)).square().sum(-1).amax().sqrt()   # noqa: E731
     qr, kr = _rope_along(q.float(), cos, sin, axis), _rope_along(k.float(), cos, sin, axis)
-    pair_amax = lambda x: x.unflatten(-1, (-1, 2)).square().sum(-1).amax().sqrt()   # noqa: E731
     amax_v = v.float().abs().amax()
-    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):   # fp32: whatever backend a caller chose
-        o = _attend(e4m3_round(qr, pair_amax(qr)), e4m3_round(kr, pair_amax(kr)), e4m3_round(v, amax_v), axis)
-    return e4m3_round(o, amax_v).to(q.dtype)
+    # fp32 inputs: lift a caller's restriction to 16-bit SDPA backends (an engine pins cuDNN)
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        o = _attend(e4m3_round(qr, pair_amax(q)), e4m3_round(kr, pair_amax(k)), e4m3_round(v, amax_v), axis)
+    return e4m3_round(o, amax_v * 1.125).to(q.dtype)
 
 
 def modulated_layernorm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
