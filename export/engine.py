@@ -168,7 +168,7 @@ def attention_description(custom_ops: bool, sdpa: str | None, dtype: torch.dtype
         if not custom_ops or device is None or device.type != "cuda":
             return "e4m3 twin (emulated in PyTorch)"
         from fourreal_rt.ops import attention_fp8
-        why = attention_fp8._why_not(device, head_dim)
+        why = attention_fp8.why_not_on(device, head_dim)
         if why is None:
             return "fourreal_C.rope_pack_fp8 + cuDNN FP8 SDPA (e4m3, per-tensor scales) + fourreal_C.grid_gather_fp8"
         return f"fourreal_C.grid_attention, cudnn core (bf16: {why})"

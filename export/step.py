@@ -73,19 +73,21 @@ def block_apply(x, mod, cos, sin, axis: str, heads: int, qkv_w, qkv_b, proj_w, p
     """`Block.forward` with its adaLN vector and weights given. x: [B, V, T, N, D]; mod: [B, 6D].
     A weight is a tensor, or in FP8 engines an FP8Linear layer (ops/fp8.py) with its bias None; FP8 engines run the
     attention core in e4m3 too (ops.grid_attention_fp8), as `generate --fp8` does."""
-    fp8 = not isinstance(qkv_w, torch.Tensor)
+    fp8 = isinstance(qkv_w, FP8Linear)                                          # an FP8 engine's layer
+    lin = lambda a, w, b: w(a) if isinstance(w, FP8Linear) else F.linear(a, w, b)   # noqa: E731
 
     def attend(h, x, g):                                                        # `Attention.forward`
         B, V, T, N, D = h.shape
-        qkv = qkv_w(h) if fp8 else F.linear(h, qkv_w, qkv_b)                   # [B, V, T, N, 3D]
-        q, k, v = qkv.view(B, V, T, N, 3, heads, D // heads).unbind(4)          # [B, V, T, N, H, hd]
+        q, k, v = lin(h, qkv_w, qkv_b).view(B, V, T, N, 3, heads, D // heads).unbind(4)   # [B, V, T, N, H, hd]
         o = (ops.grid_attention_fp8 if fp8 else ops.grid_attention)(q, k, v, cos, sin, axis).flatten(-2)  # [B, V, T, N, D]
         if isinstance(proj_w, FP8Linear):                                       # x + g ⊙ proj(o)
             return gated_linear(x, o, proj_w, g)
         return linear_residual(x, o, proj_w, proj_b, g)
 
     def feed_forward(h, x, g):                                                  # x + g ⊙ MLP(h)
-        return mlp(h, fc1_w, fc2_w, x, g) if fp8 else linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b, x, g)
+        if isinstance(fc1_w, FP8Linear):
+            return mlp(h, fc1_w, fc2_w, x, g)
+        return linear_mlp(h, fc1_w, fc1_b, fc2_w, fc2_b, x, g)
     return block_residuals(x, mod, attend, feed_forward, fp8 and isinstance(fc1_w, FP8Linear))
 
 

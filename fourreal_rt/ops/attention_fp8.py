@@ -55,10 +55,11 @@ def _cudnn():
 
 def why_not(q: torch.Tensor) -> str | None:
     """None if cuDNN's FP8 attention takes q's head size on q's device, else why not (one line)."""
-    return _why_not(q.device, q.shape[-1]) if q.is_cuda else "not a CUDA tensor"
+    return why_not_on(q.device, q.shape[-1]) if q.is_cuda else "not a CUDA tensor"
 
 
-def _why_not(device: torch.device, hd: int) -> str | None:
+def why_not_on(device: torch.device, hd: int) -> str | None:
+    """As `why_not`, for head size hd on a CUDA device."""
     device = _cuda(device)
     key = (device.index, hd)
     if key not in _unusable:
@@ -106,7 +107,7 @@ def prepare(cfg, device: torch.device, batch: int = 1, plans=None) -> None:
     if torch.device(device).type != "cuda":
         return
     device = _cuda(device)
-    if _why_not(device, cfg.head_dim) is not None:
+    if why_not_on(device, cfg.head_dim) is not None:
         return
     futs = {}
     with _lock:

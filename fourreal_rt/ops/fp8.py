@@ -17,8 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import backend
-
-E4M3_MAX = 448.0
+from .twins import E4M3_MAX, to_e4m3
 # The block linears `--fp8` runs in e4m3. proj stays bf16: its gated residual rides in its bf16 GEMM's epilogue
 # (fused.linear_residual), which is faster than an e4m3 GEMM plus a residual pass (paper step on an H100: 131.3 ms
 # with these three, 132.9 ms with all four; benchmarks/RESULTS.md).
@@ -41,8 +40,7 @@ def quantize_rowwise_twin(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Te
     if gelu:
         xf = F.gelu(xf, approximate="tanh")
     amax = xf.abs().amax(-1, keepdim=True).clamp(min=1e-12)            # [M, 1]
-    q = (xf * (E4M3_MAX / amax)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-    return q, amax / E4M3_MAX
+    return to_e4m3(xf, amax), amax / E4M3_MAX
 
 
 def quantize_rowwise(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

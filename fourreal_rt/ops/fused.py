@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .. import ops
 from . import _custom, backend
-from .fp8 import FP8Linear, Quantized, quantize_rowwise
+from .fp8 import FP8Linear, quantize_rowwise
 
 
 def _fast(h: torch.Tensor) -> bool:
@@ -48,22 +48,15 @@ def gated_linear(x: torch.Tensor, a: torch.Tensor, linear: nn.Module, gate: torc
 def mlp(h: torch.Tensor, fc1: nn.Module, fc2: nn.Module, x: torch.Tensor | None = None,
         gate: torch.Tensor | None = None) -> torch.Tensor:
     """fc2(GELU_tanh(fc1(h))), or with x and gate given, x + gate ⊙ that. h: [B, ..., D] -> [B, ..., D_out];
-    x: [B, ..., D_out]; gate: [B, D_out]. h may be an FP8 block's Quantized rows (fc1 and fc2 then FP8Linear)."""
-    if isinstance(h, Quantized):
+    x: [B, ..., D_out]; gate: [B, D_out]. h may be an FP8 block's Quantized rows (fc1 then an FP8Linear)."""
+    if isinstance(fc1, FP8Linear):
         a = fc1(h)                                                             # [B, ..., hidden]
         if isinstance(fc2, FP8Linear) and _fast(a) and backend.load() is not None:
             aq, a_scale = quantize_rowwise(a.reshape(-1, a.shape[-1]), gelu=True)   # GELU fused into the quantization
             return _residual(x, fc2.forward_quantized(aq, a_scale).view(*a.shape[:-1], -1), gate)
         return _residual(x, fc2(F.gelu(a, approximate="tanh")), gate)
-    if _fast(h):
-        lead = h.shape[:-1]
-        h2 = h.reshape(-1, h.shape[-1])                                        # [M, D]
-        if isinstance(fc1, FP8Linear) and isinstance(fc2, FP8Linear) and backend.load() is not None:
-            a = fc1(h2)                                                        # [M, hidden]
-            aq, a_scale = quantize_rowwise(a, gelu=True)                       # GELU fused into the quantization
-            return _residual(x, fc2.forward_quantized(aq, a_scale).view(*lead, -1), gate)
-        if type(fc1) is nn.Linear and type(fc2) is nn.Linear:
-            return linear_mlp(h, fc1.weight, fc1.bias, fc2.weight, fc2.bias, x, gate)
+    if _fast(h) and type(fc1) is nn.Linear and type(fc2) is nn.Linear:
+        return linear_mlp(h, fc1.weight, fc1.bias, fc2.weight, fc2.bias, x, gate)
     return _residual(x, fc2(F.gelu(fc1(h), approximate="tanh")), gate)
 
 

@@ -92,11 +92,16 @@ def grid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 E4M3_MAX = 448.0
 
 
+def to_e4m3(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
+    """x as float8_e4m3fn at the scale amax / 448 (amax broadcasts: per tensor or per row), saturating; scaled by
+    448 / amax as the kernels do. x ≈ result * amax / 448."""
+    return (x.float() * (E4M3_MAX / amax)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+
+
 def e4m3_round(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
-    """x rounded to float8_e4m3fn at the per-tensor scale amax / 448 (saturating), back in fp32; scaled by 448 / amax
-    as the kernels do."""
+    """x rounded to e4m3 at the per-tensor scale amax / 448, back in fp32."""
     amax = amax.float().clamp(min=1e-30)
-    return (x.float() * (E4M3_MAX / amax)).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).float() * (amax / E4M3_MAX)
+    return to_e4m3(x, amax).float() * (amax / E4M3_MAX)
 
 
 def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
