@@ -7,9 +7,11 @@ The model is the repo's TwoStreamModel (paper preset: 8 x 8 grid of 288 x 512 fr
   eager    the model as written (PyTorch twins of the grid ops, SDPA with PyTorch's default backend);
   compile  torch.compile of that model;
   ours     the same model inside `use_custom_ops()`: our CUDA kernels (csrc/) for the grid ops, the MLP's GELU and
-           the gated residuals in GEMM epilogues; "+graph" replays the step as one CUDA graph; "res kernel": the
-           gated residuals as our own kernel after the GEMM instead (backend.settings["gemm_residual"] = False);
-  ours fp8 ours with the block linears swapped for e4m3 row-wise FP8Linear (fourreal_rt/ops/fp8.py).
+           the gated residuals in GEMM epilogues, each layer's two streams' blocks on two CUDA streams
+           (ops/streams.py); "+graph" replays the step as one CUDA graph; "1 stream": the blocks one after the other
+           (backend.settings["two_streams"] = False);
+  ours fp8 ours with qkv, fc1, fc2 (or all four linears: "all") in e4m3 row-wise FP8Linear and the attention core in
+           e4m3 (fourreal_rt/ops/fp8.py, ops/attention_fp8.py).
 Each line: median of --iters CUDA-event timings after --warmup calls, TFLOP/s from the analytic count, the share
 of the 989 TFLOP/s dense-bf16 floor, and speed-ups against eager and compile. Output error of each route against
 an fp32 run of the same model closes the report (relative L2 and PSNR of the velocity).
@@ -169,14 +171,14 @@ def main():
             outputs["ours+graph"] = out_g.float()
         except Exception as e:
             print(f"ours+graph: capture failed: {type(e).__name__}: {e}", flush=True)
-        backend.settings["gemm_residual"] = False  # the gated residual as its own kernel after the GEMM
+        backend.settings["two_streams"] = False  # the two streams' blocks one after the other
         try:
-            _, replay_r, out_r = graphed(ours)
-            report("ours+graph res kernel", replay_r)
-            outputs["ours+graph res kernel"] = out_r.float()
-            del out_r
+            _, replay_1, out_1 = graphed(ours)
+            report("ours+graph 1 stream", replay_1)
+            outputs["ours+graph 1 stream"] = out_1.float()
+            del out_1
         finally:
-            backend.settings["gemm_residual"] = True
+            backend.settings["two_streams"] = True
 
         if not args.no_profile:
             kernel_breakdown(ours)
@@ -185,17 +187,18 @@ def main():
                 kernel_breakdown(replay, top=8)
 
         if not args.no_fp8:
-            for label, targets, attn in [("ours fp8 linears", ("qkv", "fc1", "fc2"), False),
-                                         ("ours fp8", ("qkv", "fc1", "fc2"), True),
-                                         ("ours fp8 all", fp8.ALL_TARGETS, True)]:
+            for label, targets, two in [("ours fp8", fp8.DEFAULT_TARGETS, True),
+                                        ("ours fp8 1 stream", fp8.DEFAULT_TARGETS, False),
+                                        ("ours fp8 all", fp8.ALL_TARGETS, True)]:
                 m8 = copy.deepcopy(model)
-                swapped = fp8.convert_to_fp8(m8, targets, attention=attn)
+                swapped = fp8.convert_to_fp8(m8, targets)
 
                 def ours8(m8=m8):
                     with ops.use_custom_ops():
                         return m8(x, known, mask, sigma)
-                print(f"{label}: {swapped} linears ({', '.join(targets)}) swapped to e4m3 row-wise; attention "
-                      f"{'e4m3 (cuDNN FP8)' if attn else 'bf16'}", flush=True)
+                print(f"{label}: {swapped} linears ({', '.join(targets)}) swapped to e4m3 row-wise; attention e4m3 "
+                      f"(cuDNN FP8); {'two CUDA streams' if two else 'one CUDA stream'}", flush=True)
+                backend.settings["two_streams"] = two
                 try:
                     _, replay8, out8 = graphed(ours8)
                     report(label + "+graph", replay8)
@@ -203,6 +206,8 @@ def main():
                     print(f"{label}+graph: capture failed ({type(e).__name__}: {e}); timing without a graph", flush=True)
                     report(label, ours8)
                     out8 = ours8()
+                finally:
+                    backend.settings["two_streams"] = True
                 outputs[label] = out8.float()
                 del m8, out8
 
@@ -234,7 +239,7 @@ def main():
             torch.cuda.synchronize()
             print(f"torch.compile: first call (compilation) {time.time() - t0:.1f} s", flush=True)
             report("compile", lambda: compiled(x, known, mask, sigma))
-            for name in ("ours", "ours+graph", "ours+graph res kernel", "ours fp8 linears+graph", "ours fp8+graph",
+            for name in ("ours", "ours+graph", "ours+graph 1 stream", "ours fp8+graph", "ours fp8 1 stream+graph",
                          "ours fp8 all+graph"):
                 if name in results:
                     print(f"  {name:<16} {results['compile'] / results[name]:.3f}x compile, "

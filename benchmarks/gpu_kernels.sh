@@ -6,6 +6,7 @@
 # so that one slow stage still leaves the others their output.
 #   OUT=/tmp/out bash benchmarks/gpu_kernels.sh
 #   OUT=/tmp/out ONLY=tests bash benchmarks/gpu_kernels.sh     # build, ctest and the kernel tests; no benchmarks
+#   ONLY=step: no bench_kernels; PYTEST_K="expr": only the kernel tests pytest -k selects
 set -u
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
@@ -58,13 +59,15 @@ cap() { local left=$((BUDGET - SECONDS)); [ "$left" -lt "$1" ] && echo $((left >
   grep -E "ok  |FAIL|PASSED|FAILED|device|tests passed|error" "$OUT/ctest.log" | head -40
 
   stage "kernel tests (pytest tests/test_kernels.py)"
-  timeout $(cap 200) python3 -m pytest --noconftest -q -p no:cacheprovider tests/test_kernels.py -rfEs 2>&1 \
+  timeout $(cap 200) python3 -m pytest --noconftest -q -p no:cacheprovider tests/test_kernels.py -rfEs \
+    ${PYTEST_K:+-k "$PYTEST_K"} 2>&1 \
     | tee "$OUT/pytest.log" | grep -vE "^SKIPPED" | tail -40
 
   if [ "${ONLY:-}" = tests ]; then stage done; exit 0; fi
 
   stage "bench_step"
   timeout $(cap 330) python3 benchmarks/bench_step.py $STEP_ARGS 2>&1 | tee "$OUT/bench_step.log"
+  if [ "${ONLY:-}" = step ]; then stage done; exit 0; fi
 
   stage "bench_kernels"
   # the torch.compile baselines cost a minute or two of compilation: only when the budget allows

@@ -25,6 +25,7 @@ from fourreal_rt import ops
 from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, velocity
 from fourreal_rt.ops.fp8 import FP8Linear
 from fourreal_rt.ops.fused import gated_linear, linear_mlp, linear_residual, mlp
+from fourreal_rt.ops.streams import both
 
 SUPPORTED_SYNC = ("soft", "hard", "average", "weighted")
 LAYER_WEIGHTS = ("qkv_w", "qkv_b", "proj_w", "proj_b", "fc1_w", "fc1_b", "fc2_w", "fc2_b", "sync_w", "sync_b")
@@ -111,8 +112,9 @@ class Layer(nn.Module):
     def forward(self, x_v, x_t, mod_v, mod_t, mod_s, cos_v, sin_v, cos_t, sin_t,
                 qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b, sync_w, sync_b):
         w = (qkv_w, qkv_b, proj_w, proj_b, fc1_w, fc1_b, fc2_w, fc2_b)
-        y_v = block_apply(x_v, mod_v, cos_v, sin_v, "view", self.heads, *w)      # view stream: columns
-        y_t = block_apply(x_t, mod_t, cos_t, sin_t, "time", self.heads, *w)      # time stream: rows
+        y_v, y_t = both(x_v.device,
+                        lambda: block_apply(x_v, mod_v, cos_v, sin_v, "view", self.heads, *w),   # view stream: columns
+                        lambda: block_apply(x_t, mod_t, cos_t, sin_t, "time", self.heads, *w))   # time stream: rows
         if self.sync == "soft":
             return ops.soft_sync(y_v, y_t, mod_s, sync_w, sync_b)
         if self.sync == "hard":

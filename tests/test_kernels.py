@@ -784,6 +784,53 @@ def test_engine_graphed_step_first_call_and_replays():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
+@pytest.mark.parametrize("use_fp8", [False, True])
+def test_gpu_two_streams_match_one_stream(use_fp8):
+    """The view and time blocks on two CUDA streams (ops/streams.py) give the one-stream output bit for bit, eagerly
+    and as a CUDA graph (both graphs captured, so cuBLAS chooses alike), on the model and on the engine's step."""
+    from fourreal_rt.export.step import FoldedStep, sigma_tables
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    from fourreal_rt.sampler.flow import sigma_schedule
+
+    g, seed = rng("cuda")
+    cfg = PRESETS["tiny"].replace(views=3, times=5)
+    model = TwoStreamModel(cfg).eval()
+    for p in model.parameters():
+        p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed % 2**31)) * 0.2)
+    model = model.cuda().to(torch.bfloat16)
+    if use_fp8:
+        fp8.convert_to_fp8(model)
+    sig = sigma_schedule(4)[:1]
+    step = FoldedStep(model, sigma_tables(model, sig.cuda(), torch.bfloat16), dtype=torch.bfloat16)
+    shape = (1, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
+    x, known = randn(g, *shape, device="cuda", dtype=torch.bfloat16), randn(g, *shape, device="cuda", dtype=torch.bfloat16)
+    mask = torch.zeros(shape[:3], dtype=torch.bool, device="cuda")
+    mask[:, 0] = mask[:, :, 0] = True
+    sigma = sig.reshape(1).cuda().to(torch.bfloat16)
+
+    def run(two: bool, fn, graph: bool):
+        prev, backend.settings["two_streams"] = backend.settings["two_streams"], two
+        try:
+            with ops.use_custom_ops():
+                out = fn(x, known, mask, sigma)                                  # eager (and the capture's warm-up)
+                if graph:
+                    cg = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(cg):
+                        out = fn(x, known, mask, sigma)
+                    cg.replay()
+            torch.cuda.synchronize()
+            return out.clone()
+        finally:
+            backend.settings["two_streams"] = prev
+    for fn in (model, step):
+        for graph in (False, True):
+            one, two = run(False, fn, graph), run(True, fn, graph)
+            assert torch.isfinite(one).all(), seed
+            assert torch.equal(one, two), (type(fn).__name__, graph, seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
 @pytest.mark.skipif(not has_cudnn_frontend(), reason="needs nvidia-cudnn-frontend (cuDNN's FP8 attention)")
 def test_gpu_fp8_engine_stores_and_loads_attention_plans(tmp_path):
     """An fp8 engine built on the GPU stores cuDNN's compiled FP8 attention plans (checksummed in its manifest);

@@ -70,8 +70,9 @@ def video_codec() -> str:
         return "mpeg4"
 
 
-def encode_mp4(path, frames: np.ndarray, fps: float) -> dict:
-    """Encodes frames [F, h, w, 3] to an H.264 yuv420p mp4; odd sizes are edge-padded (bottom/right) to even."""
+def encode_mp4(path, frames: np.ndarray, fps: float, threads: int = 0) -> dict:
+    """Encodes frames [F, h, w, 3] to an H.264 yuv420p mp4; odd sizes are edge-padded (bottom/right) to even.
+    threads: the encoder's threads (0: its own choice, one or more per core)."""
     F, h, w, _ = frames.shape
     ph, pw = h % 2, w % 2
     if ph or pw:
@@ -81,6 +82,7 @@ def encode_mp4(path, frames: np.ndarray, fps: float) -> dict:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(100000),
                                       options={"crf": str(CRF), "preset": X264_PRESET} if codec == "libx264" else {})
         stream.width, stream.height, stream.pix_fmt = w + pw, h + ph, "yuv420p"
+        stream.codec_context.thread_count = threads
         for img in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
         container.mux(stream.encode(None))
@@ -160,11 +162,17 @@ show();
 """
 
 
-def viewer_html(frames: np.ndarray, fps: float) -> str:
-    """One self-contained page for frames [V, T, H, W, 3]: every frame a base64 JPEG, two sliders, play buttons."""
+def jpeg_uris(frames: np.ndarray) -> list[str]:
+    """The frames [F, H, W, 3] as base64 JPEG data URIs."""
+    return [_jpeg_uri(f) for f in frames]
+
+
+def viewer_html(frames: np.ndarray, fps: float, uris: list[list[str]] | None = None) -> str:
+    """One self-contained page for frames [V, T, H, W, 3]: every frame a base64 JPEG, two sliders, play buttons.
+    uris: `jpeg_uris(frames[v])` for each view v, if already made."""
     V, T, H, W, _ = frames.shape
     zoom = max(1, 512 // W)  # small model frames are shown enlarged
-    uris = [[_jpeg_uri(frames[v, t]) for t in range(T)] for v in range(V)]
+    uris = uris if uris is not None else [jpeg_uris(frames[v]) for v in range(V)]
     subs = {"__FRAMES__": json.dumps(uris), "__FPS__": repr(float(fps)), "__V__": str(V), "__T__": str(T),
             "__VM__": str(V - 1), "__TM__": str(T - 1), "__DW__": str(W * zoom), "__DH__": str(H * zoom)}
     html = _VIEWER
@@ -181,22 +189,28 @@ def _json_default(x):
     return str(x)
 
 
+def _grid_mp4(path, frames: np.ndarray, fps: float) -> dict:
+    tiled = np.stack([tile(frames[:, t]) for t in range(frames.shape[1])])  # [T, h, w, 3]
+    return encode_mp4(path, tiled, fps)
+
+
 def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
     V, T, H, W, _ = frames.shape
-    tiled = np.stack([tile(frames[:, t]) for t in range(T)])  # [T, h, w, 3]
-    # Independent files, written concurrently: zlib, libx264 and JPEG encoding release the GIL.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        jobs = [pool.submit(save_npz, d / "grid.npz", frames=frames),
-                pool.submit(encode_mp4, d / "grid.mp4", tiled, fps),
-                pool.submit(lambda: (d / "viewer.html").write_text(viewer_html(frames, fps), encoding="utf-8"))]
-        jobs += [pool.submit(encode_mp4, d / f"view_{v:03d}.mp4", frames[v], fps) for v in range(V)]      # row v: [T, H, W, 3]
-        jobs += [pool.submit(encode_mp4, d / f"time_{t:03d}.mp4", frames[:, t], fps) for t in range(T)]   # column t: [V, H, W, 3]
-        _, pending = wait(jobs, return_when=FIRST_EXCEPTION)
+    # Independent pieces, made concurrently (zlib, libx264 and JPEG encoding release the GIL), the longest first:
+    # grid.mp4 with the encoder's own threads, then grid.npz, then the small files one thread each.
+    with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
+        jobs = [pool.submit(_grid_mp4, d / "grid.mp4", frames, fps),
+                pool.submit(save_npz, d / "grid.npz", frames=frames)]
+        jobs += [pool.submit(encode_mp4, d / f"view_{v:03d}.mp4", frames[v], fps, 1) for v in range(V)]      # row v: [T, H, W, 3]
+        jobs += [pool.submit(encode_mp4, d / f"time_{t:03d}.mp4", frames[:, t], fps, 1) for t in range(T)]   # column t: [V, H, W, 3]
+        uris = [pool.submit(jpeg_uris, frames[v]) for v in range(V)]                                        # viewer frames
+        _, pending = wait(jobs + uris, return_when=FIRST_EXCEPTION)
         for job in pending:                                   # a failure: start nothing more
             job.cancel()
-        for job in jobs:
+        for job in jobs + uris:
             if job.done() and not job.cancelled():
                 job.result()                                  # re-raises the failure
+    (d / "viewer.html").write_text(viewer_html(frames, fps, [u.result() for u in uris]), encoding="utf-8")
     video = {"codec": video_codec(), "pix_fmt": "yuv420p", "crf": CRF if video_codec() == "libx264" else None,
              "odd_sizes": "edge-padded by one pixel at the bottom/right to even"}
     out_meta = {**meta, "axes": {"frames": ["view", "time", "height", "width", "rgb"]},

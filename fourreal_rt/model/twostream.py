@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
+from ..ops.streams import both
 from .blocks import DYNAMIC, FREEZE_TIME, BaseVideoModel, velocity
 from .config import GridConfig
 
@@ -112,8 +113,8 @@ class TwoStreamModel(nn.Module):
                 y = blk(x_v, c_v, rope_v, "view")                        # y_l = x_l + φ^v(x_l; c^v)
                 x_v = x_t = blk(y, c_t, rope_t, "time", attn=self.time_attn[l])  # x_l+1 = y_l + φ^t(y_l; c^t)
                 continue
-            y_v = blk(x_v, c_v, rope_v, "view")                          # view stream: columns
-            y_t = blk(x_t, c_t, rope_t, "time")                          # time stream: rows
+            y_v, y_t = both(x.device, lambda: blk(x_v, c_v, rope_v, "view"),   # view stream: columns
+                            lambda: blk(x_t, c_t, rope_t, "time"))              # time stream: rows (concurrently on CUDA)
             x_v, x_t = self.syncs[l](y_v, y_t, s)
         return (x_v, x_t), (c_v, c_t)
 

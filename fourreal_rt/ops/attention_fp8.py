@@ -202,8 +202,8 @@ def _graph(device: torch.device, S: int, H: int, L: int, hd: int):
 
 
 def _build(device: torch.device, S: int, H: int, L: int, hd: int, plan: bytes | None = None):
-    """Builds the graph (any thread), or deserializes `plan` (from `serialized_plans`); Unsupported if cuDNN
-    declines the shape or the plan."""
+    """Builds the graph (any thread), or deserializes `plan` (from `serialized_plans`): (graph, workspace bytes);
+    Unsupported if cuDNN declines the shape or the plan."""
     cudnn = _cudnn()
     e4m3, fp32 = cudnn.data_type.FP8_E4M3, cudnn.data_type.FLOAT
     handle = _handle(device)
@@ -237,9 +237,7 @@ def _build(device: torch.device, S: int, H: int, L: int, hd: int, plan: bytes | 
         except Exception as e:  # cudnn-frontend raises its own error types; any of them means "not this shape"
             what = "plan could not be loaded" if plan is not None else "declined"
             raise Unsupported(f"cuDNN FP8 attention {what} [{S}, {H}, {L}, {hd}]: {e}") from e
-        workspace = torch.empty(max(graph.get_workspace_size(), 1), dtype=torch.uint8, device=device)
-        amax_out = torch.empty(2, dtype=torch.float32, device=device)
-    return graph, workspace, amax_out
+    return graph, max(graph.get_workspace_size(), 1)
 
 
 def _plan_name(S: int, H: int, L: int, hd: int) -> str:
@@ -263,7 +261,10 @@ def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: t
     a = AXES.index(axis)
     S, L = (B * V, T * N) if axis == "time" else (B * T, V * N)
     C = torch.ops.fourreal_C
-    graph, workspace, amax_out = _graph(q.device, S, H, L, hd)   # Unsupported before anything runs
+    graph, workspace_bytes = _graph(q.device, S, H, L, hd)       # Unsupported before anything runs
+    # per call, from the caching allocator (stream-ordered): the two streams of a layer may attend at once
+    workspace = torch.empty(workspace_bytes, dtype=torch.uint8, device=q.device)
+    amax_out = torch.empty(2, dtype=torch.float32, device=q.device)                                      # unused
     packed = [torch.empty(S, L, H, hd, dtype=torch.float8_e4m3fn, device=q.device) for _ in range(3)]  # q8, k8, v8
     scalars = torch.empty(N_SCALARS, dtype=torch.float32, device=q.device)
     C.rope_pack_fp8(q, k, v, cos, sin, a, *packed, scalars)

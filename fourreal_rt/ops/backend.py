@@ -12,6 +12,7 @@ Run-time switches live in `settings`:
   fused_mlp: the MLP's GELU in cuBLASLt's GEMM epilogue (ops/fused.py) inside `use_custom_ops()` on CUDA.
   gemm_residual: the blocks' gated residual in the epilogue of the GEMM before it (ops/fused.py,
       csrc/linear_residual.cpp); False runs the GEMM and then our gated-residual kernel.
+  two_streams: a layer's view-stream and time-stream blocks run concurrently on two CUDA streams (ops/streams.py).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import importlib
 _state: dict = {}
 
 ATTENTION_BACKENDS = {"cudnn": 0, "flash": 1, "sdpa": 2, "efficient": 3}
-settings = {"attention_backend": "cudnn", "fused_mlp": True, "gemm_residual": True}
+settings = {"attention_backend": "cudnn", "fused_mlp": True, "gemm_residual": True, "two_streams": True}
 
 _MAX_ROW = 2048  # widest token row the row-wise kernels hold in registers (csrc/modulated_layernorm_kernel.cu)
 
