@@ -138,6 +138,7 @@ def child(a) -> None:
         prof.disable()
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(45)
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(30)      # the slow calls themselves
         with open(a.profile, "w") as f:
             f.write(buf.getvalue())
     rep = {"exit": code}
@@ -177,6 +178,7 @@ def run_config(name: str, cli_args: list[str], work: str, timeout: float, profil
         r.update(json.load(open(report)))
     if meta.get("engine"):
         r["engine_load"] = meta["engine"].get("load_s")
+        r["engine_graph"] = meta["engine"].get("graph_s")       # step 1's warm-up and capture (CPU seconds)
     return r
 
 
@@ -200,7 +202,8 @@ def main(argv=None):
                     help="keep a model directory and outputs already in --work (a re-run on the same machine): the "
                          "PSNR then also compares with configurations of the earlier run")
     ap.add_argument("--profile", action="store_true",
-                    help="cProfile each generate process; profile_<config>_<n>.txt (top 45, cumulative) beside results.json")
+                    help="cProfile each generate process; profile_<config>_<n>.txt (top 45 cumulative, top 30 by own "
+                         "time) beside results.json")
     ap.add_argument("--work", default="/tmp/fourreal-bench", help="scratch: model, videos, engine, outputs")
     ap.add_argument("--out", default=None, help="where results.json and the logs go")
     ap.add_argument("--budget-s", type=float, default=86400.0,

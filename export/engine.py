@@ -893,7 +893,8 @@ class Engine:
         m = self.manifest
         return {"path": str(self.path), "runtime": m["runtime"], "steps": m["steps"], "shift": m["shift"],
                 "dtype": m["dtype"], "device": m["device"], "grid": m["grid"], "frame": m["frame"],
-                "built": m["build"]["date"], "fourreal_rt": m["fourreal_rt"], "load_s": self.timings}
+                "built": m["build"]["date"], "fourreal_rt": m["fourreal_rt"], "load_s": self.timings,
+                "graph_s": getattr(self.denoiser.graphed, "timings", None)}
 
 
 _verify_pool: dict = {}
