@@ -321,11 +321,11 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, existing):
     calls = []
     real = outputs.encode_mp4
 
-    def failing_encode(path, frames, fps):
+    def failing_encode(path, frames, fps, threads=0):
         calls.append(path)
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return real(path, frames, fps)
+        return real(path, frames, fps, threads)
 
     monkeypatch.setattr(outputs, "encode_mp4", failing_encode)
     with pytest.raises(RuntimeError, match="disk full"):
