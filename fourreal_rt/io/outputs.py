@@ -13,7 +13,6 @@ import os
 import shutil
 import tempfile
 import uuid
-import zipfile
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +28,6 @@ JPEG_QUALITY = 90  # viewer.html frames
 CRF = 18  # libx264 quality: visually lossless for previews
 X264_PRESET = "veryfast"  # 2-2.5x faster than the default "medium" at CRF 18: the same size on natural frames and
                           # 0.2 dB lower PSNR (benchmarks/RESULTS.md, issue 5); the exact frames are in grid.npz
-NPZ_LEVEL = 1             # grid.npz's deflate level: 2.6x faster than savez_compressed's 6 on natural frames, 1.4x the size
 
 
 class OutputExistsError(InputError):
@@ -87,14 +85,6 @@ def encode_mp4(path, frames: np.ndarray, fps: float, threads: int = 0) -> dict:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
         container.mux(stream.encode(None))
     return {"codec": codec, "pix_fmt": "yuv420p", "padded_size": [h + ph, w + pw]}
-
-
-def save_npz(path, **arrays: np.ndarray) -> None:
-    """np.savez_compressed at deflate level NPZ_LEVEL (numpy offers no level); np.load reads it as any .npz."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_LEVEL) as z:
-        for name, a in arrays.items():
-            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
 
 
 def tile(views: np.ndarray, gap: int = GAP) -> np.ndarray:
@@ -173,8 +163,9 @@ def viewer_html(frames: np.ndarray, fps: float, uris: list[list[str]] | None = N
     V, T, H, W, _ = frames.shape
     zoom = max(1, 512 // W)  # small model frames are shown enlarged
     uris = uris if uris is not None else [jpeg_uris(frames[v]) for v in range(V)]
-    subs = {"__FRAMES__": json.dumps(uris), "__FPS__": repr(float(fps)), "__V__": str(V), "__T__": str(T),
-            "__VM__": str(V - 1), "__TM__": str(T - 1), "__DW__": str(W * zoom), "__DH__": str(H * zoom)}
+    subs = {"__FPS__": repr(float(fps)), "__V__": str(V), "__T__": str(T), "__VM__": str(V - 1),
+            "__TM__": str(T - 1), "__DW__": str(W * zoom), "__DH__": str(H * zoom),
+            "__FRAMES__": json.dumps(uris)}                   # last: the others then scan only the template
     html = _VIEWER
     for key, val in subs.items():
         html = html.replace(key, val)
@@ -200,7 +191,7 @@ def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
     # grid.mp4 with the encoder's own threads, then grid.npz, then the small files one thread each.
     with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
         jobs = [pool.submit(_grid_mp4, d / "grid.mp4", frames, fps),
-                pool.submit(save_npz, d / "grid.npz", frames=frames)]
+                pool.submit(np.savez, d / "grid.npz", frames=frames)]   # uncompressed: see write_outputs
         jobs += [pool.submit(encode_mp4, d / f"view_{v:03d}.mp4", frames[v], fps, 1) for v in range(V)]      # row v: [T, H, W, 3]
         jobs += [pool.submit(encode_mp4, d / f"time_{t:03d}.mp4", frames[:, t], fps, 1) for t in range(T)]   # column t: [V, H, W, 3]
         uris = [pool.submit(jpeg_uris, frames[v]) for v in range(V)]                                        # viewer frames
@@ -222,7 +213,10 @@ def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
 def write_outputs(out_dir, frames: np.ndarray, meta: dict, *, fps: float = 8.0, overwrite: bool = False) -> Path:
     """Writes frames uint8 [V, T, H, W, 3] and `meta` to `out_dir` atomically; returns the final path.
 
-    Files: grid.npz, meta.json, view_{v:03d}.mp4, time_{t:03d}.mp4, grid.mp4, viewer.html.
+    Files: grid.npz, meta.json, view_{v:03d}.mp4, time_{t:03d}.mp4, grid.mp4, viewer.html. grid.npz holds the exact
+    frames uncompressed (np.savez): deflating them was the slowest part of writing (0.6-1.1 s for an 8 x 8 grid at
+    288 x 512 on the GPU box, benchmarks/RESULTS.md) for a 3x smaller file on natural frames and none on noise; the
+    videos are the compact copies.
     """
     out = check_output_dir(out_dir, overwrite)
     frames = np.asarray(frames)
