@@ -6,6 +6,12 @@ fresh process on the preset's full grid with random bf16 weights: first step, th
 all timed with a device synchronize (wall clock, as the CLI sees them).
 
   python benchmarks/first_step.py --preset paper            # GPU box
+  python benchmarks/first_step.py --engine ENGINE_DIR       # an engine's first call: where its seconds go
+
+With --engine: a fresh process loads the engine, then calls its denoiser three times (σ of the schedule), the first
+call under the PyTorch profiler (CPU and CUDA): CPU seconds of the warm-up and the capture, the wait for the device
+after them, the GPU's busy time (union of kernel intervals) against the call's span, the longest kernels and the
+longest idle gaps between kernels with the kernels on either side.
 """
 from __future__ import annotations
 
@@ -70,6 +76,58 @@ def child(preset: str, config: str, steps: int, profile: bool = False) -> dict:
             "first_step_extra_ms": round((times[0] - statistics.median(times[2:])) * 1e3, 1), "kernels": kern}
 
 
+def engine_child(path: str) -> dict:
+    import torch
+
+    from fourreal_rt.export.engine import load_engine
+    from fourreal_rt.export.onnx_export import example_inputs
+
+    t0 = time.perf_counter()
+    eng = load_engine(path, "cuda")
+    load_s = time.perf_counter() - t0
+    den, cfg = eng.denoiser, eng.cfg
+    x, known, mask, _ = example_inputs(cfg, dtype=torch.bfloat16, device="cuda")
+    sigma = eng.manifest["sigmas"][0] if "sigmas" in eng.manifest else 0.9
+    sigma = torch.full((1,), float(sigma), device="cuda").to(torch.bfloat16)
+    torch.cuda.synchronize()
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+    with prof:
+        t1 = time.perf_counter()
+        den(x, known, mask, sigma)
+        t2 = time.perf_counter()
+        torch.cuda.synchronize()
+        t3 = time.perf_counter()
+    later = []
+    for _ in range(2):
+        t4 = time.perf_counter()
+        den(x, known, mask, sigma)
+        torch.cuda.synchronize()
+        later.append(time.perf_counter() - t4)
+    kernels = sorted(((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                      if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start),
+                     key=lambda k: k[0])
+    busy, end, gaps = 0.0, None, []
+    for a, b, name in kernels:                       # union of intervals; gaps where no kernel runs
+        if end is None or a > end:
+            if end is not None:
+                gaps.append((a - end, prev, name))
+            busy += b - a
+            end = b
+        elif b > end:
+            busy += b - end
+            end = b
+        prev = name
+    span = (kernels[-1][1] - kernels[0][0]) if kernels else 0.0
+    longest = sorted(((b - a, n) for a, b, n in kernels), reverse=True)[:8]
+    return {"load_s": round(load_s, 3), "engine_load": eng.timings,
+            "first_call_cpu_s": round(t2 - t1, 3), "first_call_wait_s": round(t3 - t2, 3),
+            "graph_s": getattr(den.graphed, "timings", None), "later_calls_s": [round(v, 3) for v in later],
+            "kernels": len(kernels), "gpu_busy_ms": round(busy / 1e3, 1), "gpu_span_ms": round(span / 1e3, 1),
+            "gaps_total_ms": round(sum(g for g, *_ in gaps) / 1e3, 1),
+            "longest_gaps_ms": [(round(g / 1e3, 2), p_[:60], n[:60]) for g, p_, n in sorted(gaps, reverse=True)[:10]],
+            "longest_kernels_ms": [(round(d / 1e3, 2), n[:80]) for d, n in longest]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="paper")
@@ -77,7 +135,11 @@ def main():
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--profile", action="store_true", help="print the first step's most expensive ops (stderr)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--engine", help="an engine directory: profile its first call instead")
     a = ap.parse_args()
+    if a.engine:
+        print(json.dumps(engine_child(a.engine), indent=1), flush=True)
+        return
     if a.child:
         print(json.dumps(child(a.preset, a.child, a.steps, a.profile)), flush=True)
         return
