@@ -204,9 +204,7 @@ class GraphedStep:
 
     The warm-up runs the step eagerly on the example inputs (lazy initialisation must happen outside a capture);
     its result is kept for `take_first()`, the step's output for those inputs, so the first call need not replay.
-    The capture is recorded on the CPU while the warm-up still runs on the GPU: unlike `torch.cuda.graph`, no device
-    synchronize and no `empty_cache` first (the graph allocates from its own pool; it reads the static inputs the
-    warm-up reads and writes nothing the warm-up uses). `timings`: the CPU seconds of both."""
+    `timings`: the CPU seconds of the warm-up and of the capture."""
 
     def __init__(self, step, example, warmup: int = 1):
         if warmup < 1:
@@ -214,22 +212,17 @@ class GraphedStep:
         self.step = step
         t0 = time.perf_counter()
         self.static = [t.clone() for t in example]                               # x_noisy, known, mask, sigma
-        current = torch.cuda.current_stream()
         s = torch.cuda.Stream()
-        s.wait_stream(current)
+        s.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(s), torch.no_grad():
             for _ in range(warmup):
                 self.first = step(*self.static)
-        current.wait_stream(s)
-        self.first.record_stream(current)                                        # read on this stream later
+        torch.cuda.current_stream().wait_stream(s)
+        self.first.record_stream(torch.cuda.current_stream())                    # read on this stream later
         t1 = time.perf_counter()
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.stream(torch.cuda.Stream()), torch.no_grad():
-            self.graph.capture_begin()
-            try:
-                self.out = step(*self.static)
-            finally:
-                self.graph.capture_end()
+        with torch.cuda.graph(self.graph), torch.no_grad():     # synchronizes and empties the cache first: the
+            self.out = step(*self.static)                       # graph's pool reuses the warm-up's memory
         self.timings = {"warmup_s": round(t1 - t0, 3), "capture_s": round(time.perf_counter() - t1, 3)}
 
     def take_first(self) -> torch.Tensor:

@@ -187,9 +187,10 @@ def _grid_mp4(path, frames: np.ndarray, fps: float) -> dict:
 
 def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
     V, T, H, W, _ = frames.shape
-    # Independent pieces, made concurrently (zlib, libx264 and JPEG encoding release the GIL), the longest first:
+    # Independent pieces, made concurrently (libx264 and JPEG encoding release the GIL), the longest first:
     # grid.mp4 with the encoder's own threads, then grid.npz, then the small files one thread each.
-    with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=min(32, cores)) as pool:
         jobs = [pool.submit(_grid_mp4, d / "grid.mp4", frames, fps),
                 pool.submit(np.savez, d / "grid.npz", frames=frames)]   # uncompressed: see write_outputs
         jobs += [pool.submit(encode_mp4, d / f"view_{v:03d}.mp4", frames[v], fps, 1) for v in range(V)]      # row v: [T, H, W, 3]

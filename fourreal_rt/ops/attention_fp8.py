@@ -6,10 +6,11 @@ to the grid layout in bf16 (`fourreal_C::grid_gather_fp8`). Semantics: `twins.gr
 On the H100 at the paper preset's shape ([8 sequences, 8 heads, 4608 tokens, 128]) cuDNN's FP8 core takes 0.72 ms
 against 1.05 ms for its bf16 one (benchmarks/RESULTS.md). Hopper's FP8 SDPA writes an e4m3 output; the scales
 (csrc/grid_attention.h) come from this call's own amax, so nothing saturates and no state carries between calls.
-Every call runs on the current stream with fixed buffers, so it can be captured in a CUDA graph. Building cuDNN's
-graph for a shape takes 0.6-1.4 s (its kernel is compiled at run time): an fp8 engine stores the built plans
-(`serialized_plans`, 0.1 MB each), which load in 0.04 s: `prepare(cfg, device, plans)` loads them, or builds what is
-missing, in a background thread when a model or engine is loaded.
+Every call runs on the current stream, its buffers allocated per call (stream-ordered), so it can be captured in a
+CUDA graph and run on two streams at once. Building cuDNN's graph for a shape takes 0.6-1.4 s (its kernel is compiled
+at run time): an fp8 engine stores the built plans (`serialized_plans`, 0.1 MB each), which load in 0.04 s:
+`prepare(cfg, device, plans)` loads them, or builds what is missing, in a background thread when a model or engine is
+loaded.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ OUTPUT_HEADROOM = 1.125  # kOutputHeadroom: the output's scale is max |v| times 
 # amax of the probabilities and of o
 UID_Q, UID_SCALARS, UID_O, UID_AMAX = 1, 4, 10, 11
 
-_graphs: dict = {}     # (device, S, H, L, hd) -> (graph, workspace, amax outputs)
+_graphs: dict = {}     # (device, S, H, L, hd) -> (graph, workspace bytes)
 _building: dict = {}   # (device, S, H, L, hd) -> Future of a build started by `prepare`
 loaded: set = set()    # the keys whose graph came from a stored plan
 _lock = threading.Lock()       # guards the dicts above

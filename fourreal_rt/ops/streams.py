@@ -19,21 +19,31 @@ _lock = threading.Lock()
 
 
 def _side_stream(index: int) -> torch.cuda.Stream:
-    key = (threading.get_ident(), index)      # per thread: one thread's capture never meets another's launches
-    with _lock:
+    key = (threading.get_ident(), index)      # per thread (PyTorch hands streams out from a pool, so two threads may
+    with _lock:                               # still share one: then their work is ordered, not wrong)
         if key not in _side:
             _side[key] = torch.cuda.Stream(index)
         return _side[key]
 
 
+def _record(x, stream: torch.cuda.Stream) -> None:
+    if isinstance(x, torch.Tensor):
+        x.record_stream(stream)
+    elif isinstance(x, (tuple, list)):
+        for t in x:
+            _record(t, stream)
+
+
 def both(device: torch.device, f, g):
     """(f(), g()). On a CUDA device with the switch on, in inference (no autograd, not traced by torch.compile or
     torch.export), g runs on a side stream that first waits for the current stream's work, and the current stream
-    waits for g's work before anything after this returns; elsewhere f then g, in order.
+    waits for g's work before this returns (also when f raises); elsewhere f then g, in order.
 
-    Tensors g makes are allocated on the side stream; they are only freed after the join, and a side-stream block is
-    only reused by the side stream after a later fork (which waits for the current stream), so no extra
-    synchronisation is needed for the usual layer pattern (both outputs consumed on the current stream)."""
+    Memory: what g reads was made on the current stream, which waits for g before it goes on, so it is not reused
+    under g; what g returns is marked as used by the current stream (`record_stream`), so the side stream does not
+    reuse it while the current stream still reads it. Not inside a CUDA-graph capture: there every allocation comes
+    from the graph's own pool on the one capturing stream, and a recorded block would only be freed at the capture's
+    end (a layer's output held for each of the L layers)."""
     if (device.type != "cuda" or not backend.settings["two_streams"] or torch.is_grad_enabled()
             or torch.compiler.is_compiling()):
         return f(), g()
@@ -43,6 +53,10 @@ def both(device: torch.device, f, g):
     side.wait_stream(main)
     with torch.cuda.stream(side):
         b = g()
-    a = f()
-    main.wait_stream(side)
+    try:
+        a = f()
+    finally:
+        main.wait_stream(side)
+    if not torch.cuda.is_current_stream_capturing():
+        _record(b, main)
     return a, b
