@@ -1,5 +1,6 @@
-// Row-wise e4m3 quantization: one warp per row, two passes over the row (amax, then scale + convert; the second
-// pass reads the row back from L1/L2), saturating conversion, 16-byte loads.
+// Row-wise e4m3 quantization, saturating conversion, 16-byte loads. Rows of up to kRowChunks 16-byte chunks: one
+// block per row, the row held in registers (two chunks a thread), one read of it: amax (block reduction), then scale
+// and convert. Longer or unaligned rows: one warp per row, two passes (the second reads the row back from L1/L2).
 #include "common.cuh"
 #include "fp8.cuh"
 #include "quantize_fp8.h"
@@ -42,6 +43,59 @@ __global__ void __launch_bounds__(256) quantize_fp8_kernel(const T* __restrict__
   }
 }
 
+constexpr int kChunksPerThread = 2;
+constexpr int kRowChunks = 1024 * kChunksPerThread;
+
+// max over the block (blockDim.x a multiple of 32); smem: 32 floats, free again when this returns to every thread
+__device__ __forceinline__ float block_max(float v, float* smem) {
+  v = warp_max(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x >> 5) ? smem[lane] : 0.f;
+  v = warp_max(v);
+  __syncthreads();
+  return v;
+}
+
+template <typename T, int VEC, bool GELU>
+__global__ void __launch_bounds__(1024) quantize_fp8_row_kernel(const T* __restrict__ x, int64_t x_stride,
+                                                                 int64_t rows, int K, uint8_t* __restrict__ q,
+                                                                 float* __restrict__ scale) {
+  __shared__ float smem[32];
+  const int nchunk = K / VEC;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* __restrict__ xr = x + r * x_stride;
+    float v[kChunksPerThread][VEC];
+    float amax = 0.f;
+#pragma unroll
+    for (int j = 0; j < kChunksPerThread; ++j) {
+      const int c = threadIdx.x + j * blockDim.x;
+      if (c < nchunk) {
+        load_vec<T, VEC>(xr + c * VEC, v[j]);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          if (GELU) v[j][i] = gelu_tanh(v[j][i]);
+          amax = fmaxf(amax, fabsf(v[j][i]));
+        }
+      }
+    }
+    amax = fmaxf(block_max(amax, smem), 1e-12f);
+    const float inv = kFp8E4m3Max / amax;
+    if (threadIdx.x == 0) scale[r] = amax / kFp8E4m3Max;
+    uint8_t* __restrict__ qr = q + r * static_cast<int64_t>(K);
+#pragma unroll
+    for (int j = 0; j < kChunksPerThread; ++j) {
+      const int c = threadIdx.x + j * blockDim.x;
+      if (c < nchunk) {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) v[j][i] *= inv;
+        store_fp8<VEC>(qr + c * VEC, v[j]);
+      }
+    }
+  }
+}
+
 namespace {
 
 template <typename T>
@@ -51,7 +105,13 @@ cudaError_t quantize_t(const void* x, int64_t x_stride, int64_t rows, int K, boo
   const bool vec = K % V == 0 && x_stride % V == 0 && ptr_aligned(x, 16) && ptr_aligned(q, 16);
   const unsigned grid = grid_for(rows, 8);
   const T* xp = static_cast<const T*>(x);
-  if (vec) {
+  if (vec && K / V <= kRowChunks) {    // the row in registers: ceil(chunks / 2) threads, a multiple of 32
+    const int per = (K / V + kChunksPerThread - 1) / kChunksPerThread;
+    const unsigned threads = static_cast<unsigned>((per + 31) / 32 * 32);
+    const unsigned blocks = grid_for(rows, 1);
+    if (gelu) quantize_fp8_row_kernel<T, V, true><<<blocks, threads, 0, st>>>(xp, x_stride, rows, K, q, scale);
+    else quantize_fp8_row_kernel<T, V, false><<<blocks, threads, 0, st>>>(xp, x_stride, rows, K, q, scale);
+  } else if (vec) {
     if (gelu) quantize_fp8_kernel<T, V, true><<<grid, 256, 0, st>>>(xp, x_stride, rows, K, q, scale);
     else quantize_fp8_kernel<T, V, false><<<grid, 256, 0, st>>>(xp, x_stride, rows, K, q, scale);
   } else {

@@ -632,8 +632,9 @@ def test_gpu_sync(shape):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
-@pytest.mark.parametrize("MK", [(37, 1024), (300, 4096), (19, 200)])
+@pytest.mark.parametrize("MK", [(37, 1024), (300, 4096), (19, 200), (5, 16392), (11, 203)])
 def test_gpu_quantize_fp8(MK):
+    """Rows held in registers (K <= 16384, K % 8 == 0), longer rows (warp per row, two passes), unaligned K."""
     g, seed = rng("cuda")
     x = strided(randn(g, *MK, device="cuda", scale=3.0).bfloat16())         # [M, K], padded rows
     for gelu in (False, True):
