@@ -10,7 +10,7 @@ all timed with a device synchronize (wall clock, as the CLI sees them).
 
 With --engine: a fresh process loads the engine, then calls its denoiser three times (σ of the schedule), the first
 call under the PyTorch profiler (CPU and CUDA): CPU seconds of the warm-up and the capture, the wait for the device
-after them, the GPU's busy time (union of kernel intervals) against the call's span, the longest kernels and the
+after them, the ops with the most CPU time of their own, the GPU's busy time (union of kernel intervals) against the call's span, the longest kernels and the
 longest idle gaps between kernels with the kernels on either side.
 """
 from __future__ import annotations
@@ -119,7 +119,9 @@ def engine_child(path: str) -> dict:
         prev = name
     span = (kernels[-1][1] - kernels[0][0]) if kernels else 0.0
     longest = sorted(((b - a, n) for a, b, n in kernels), reverse=True)[:8]
+    cpu_ops = sorted(((e.self_cpu_time_total, e.count, e.key) for e in prof.key_averages()), reverse=True)[:12]
     return {"load_s": round(load_s, 3), "engine_load": eng.timings,
+            "top_cpu_ops_ms": [(round(t / 1e3, 1), n, k[:70]) for t, n, k in cpu_ops],
             "first_call_cpu_s": round(t2 - t1, 3), "first_call_wait_s": round(t3 - t2, 3),
             "graph_s": getattr(den.graphed, "timings", None), "later_calls_s": [round(v, 3) for v in later],
             "kernels": len(kernels), "gpu_busy_ms": round(busy / 1e3, 1), "gpu_span_ms": round(span / 1e3, 1),
