@@ -392,16 +392,33 @@ def _candidate_main(engine_dir: str, job_dir: str) -> int:
     return 0
 
 
-def _runtime_model(cfg, weights_path: Path, dev: torch.device):
-    """The two-stream model with the runtime weights of an engine loaded on `dev` (the folded ones left empty)."""
+def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtype | None = None):
+    """The two-stream model with the runtime weights of an engine loaded on `dev` (the folded ones left empty).
+    On CUDA with `dtype` given, `step.warm_up_libraries` runs in a thread of its own meanwhile."""
+    import threading
+
     from safetensors.torch import load_file
 
     from fourreal_rt.model.twostream import TwoStreamModel
-
     from fourreal_rt.model.weights import skip_init
+
+    from .step import warm_up_libraries
     with skip_init(), torch.no_grad():                           # no init work: every used weight is loaded below
         model = TwoStreamModel(cfg)
-    state = load_file(str(weights_path), device=str(dev))
+    warm = None
+    if dev.type == "cuda" and dtype is not None:
+        def run():                                               # an optimisation: the step reports real errors
+            try:
+                warm_up_libraries(model.base, dev, dtype)
+            except Exception:  # noqa: BLE001
+                pass
+        warm = threading.Thread(target=run, name="fourreal-warm-up", daemon=True)
+        warm.start()
+    try:
+        state = load_file(str(weights_path), device=str(dev))
+    finally:
+        if warm is not None:
+            warm.join()
     missing = set(state) - set(model.state_dict())
     if missing:
         raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config ({sorted(missing)[:3]})")
@@ -943,7 +960,7 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
                     return {k: v.numpy().tobytes() for k, v in load_safetensors(data).items()}
             attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
-        model = _runtime_model(cfg, path / WEIGHTS_FILE, dev)
+        model = _runtime_model(cfg, path / WEIGHTS_FILE, dev, dt)
         if manifest["dtype"] == FP8:
             to_fp8(model)
         tables = load_file(str(path / TABLES_FILE), device=str(dev))

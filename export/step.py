@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fourreal_rt import ops
-from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, velocity
+from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, masked_input, velocity
 from fourreal_rt.ops.fp8 import FP8Linear
 from fourreal_rt.ops.fused import gated_linear, linear_mlp, linear_residual, mlp
 from fourreal_rt.ops.streams import both
@@ -196,6 +196,31 @@ class FoldedStep:
     def _head(self, x, mod):
         sh, sc = mod.chunk(2, -1)                                               # [1, D] each
         return self.base.unpatchify(self.base.final(ops.modulated_layernorm(x, sh, sc)))
+
+
+def warm_up_libraries(base, device: torch.device, dtype: torch.dtype) -> None:
+    """Pays the first-use costs of the PyTorch and cuBLAS code a step runs around its layers — the patch embedding and
+    head GEMMs at the step's own shapes (cuBLAS's set-up and kernels), the σ-row lookup, the input masking and the
+    velocity — on zeros, with no weights (`base` only lends its config and reshapes). Meant for a thread of its own
+    while an engine's weights load: measured on the H100, the first step spent 130 ms of CPU in its first GEMMs, 40 ms
+    in its first index_select and ~40 ms in its first elementwise ops (benchmarks/RESULTS.md). PyTorch hands a
+    finished thread's cuBLAS handles to the next thread that asks."""
+    cfg = base.cfg
+    shape = (1, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
+
+    def zeros(*size, dt=dtype):
+        return torch.zeros(*size, device=device, dtype=dt)
+    with torch.no_grad():
+        x, mask, sigma = zeros(*shape), torch.ones(shape[:3], dtype=torch.bool, device=device), zeros(1)
+        table = zeros(4, 2, dt=torch.float32)                                   # as FoldedStep.rows
+        table.index_select(0, (table[:, 0] - sigma[:1].float()).abs().argmin().view(1))
+        m = mask[..., None, None, None].to(dtype)                               # as embed_input
+        feats = torch.cat([masked_input(x, x, mask), x * m, m.expand(*shape[:-1], 1)], -1)
+        w_in, w_out = base.patch_embed.weight, base.final.weight
+        tokens = F.linear(base.patchify(feats), zeros(*w_in.shape), zeros(w_in.shape[0]))        # [1, V, T, N, D]
+        out = base.unpatchify(F.linear(tokens, zeros(*w_out.shape), zeros(w_out.shape[0])))      # as _head
+        velocity(out, x, x, mask, sigma, cfg.prediction)
+    torch.cuda.synchronize(device)
 
 
 class GraphedStep:

@@ -785,6 +785,16 @@ def test_engine_graphed_step_first_call_and_replays():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_gpu_warm_up_libraries(preset):
+    """The engine loader's warm-up (a thread beside the weight load, errors swallowed there) runs as written."""
+    from fourreal_rt.export.step import warm_up_libraries
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    warm_up_libraries(TwoStreamModel(PRESETS[preset]).base, torch.device("cuda"), torch.bfloat16)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
 @pytest.mark.parametrize("use_fp8", [False, pytest.param(True, marks=pytest.mark.skipif(
     not has_cudnn_frontend(), reason="needs nvidia-cudnn-frontend (cuDNN's FP8 attention)"))])
 def test_gpu_two_streams_match_one_stream(use_fp8):
