@@ -114,6 +114,8 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         check_output_dir(out_dir, overwrite, protect=(row, col))
     except InputError as e:
         fail(EXIT_OUTPUT, str(e))
+    from .sampler.flow import prefetch_noise   # the first window's noise, drawn while the inputs and weights load
+    prefetch_noise((1, *plan.window, cfg.frame_h, cfg.frame_w, 3), plan.windows[0].seed)
     try:
         row_f, col_f, report = read_inputs(row, col, V, T, (cfg.frame_h, cfg.frame_w), probed)
     except InputError as e:

@@ -179,3 +179,16 @@ def test_with_grid_keeps_weights_for_another_window():
     mask[:, 0] = mask[:, :, 0] = True
     with torch.no_grad():
         assert torch.isfinite(r(x, x, mask, torch.full((1,), 0.5))).all()
+
+
+def test_prefetched_noise_is_the_seeded_draw():
+    """prefetch_noise draws exactly initial_noise's tensor, is taken once, and only for its own shape and seed."""
+    from fourreal_rt.sampler import flow
+    shape, seed = (1, 2, 3, 4, 5, 3), 1234
+    fresh = flow.initial_noise(shape, seed)
+    flow.prefetch_noise(shape, seed)
+    flow.prefetch_noise(shape, seed + 1)
+    assert torch.equal(flow.initial_noise(shape, seed), fresh)
+    assert (tuple(shape), seed) not in flow._prefetched                      # taken once
+    assert not torch.equal(flow.initial_noise(shape, seed + 1), fresh)
+    assert not flow._prefetched

@@ -5,6 +5,7 @@ written back after every step, so they come out exactly as given.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import torch
@@ -22,9 +23,36 @@ def sigma_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:
 
 
 def initial_noise(shape, seed: int) -> torch.Tensor:
-    """Noise drawn on the CPU from `seed`, so a seed gives the same start on every device."""
+    """Noise drawn on the CPU from `seed`, so a seed gives the same start on every device (taken from a
+    `prefetch_noise` of the same shape and seed if one was started)."""
+    with _lock:
+        pending = _prefetched.pop((tuple(shape), int(seed)), None)
+    if pending is not None:
+        return pending.result()
     g = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=g)
+
+
+_prefetched: dict = {}   # (shape, seed) -> Future of initial_noise(shape, seed)
+_lock = threading.Lock()
+
+
+def prefetch_noise(shape, seed: int) -> None:
+    """Starts drawing `initial_noise(shape, seed)` in a thread (the CPU draw of a paper-preset window takes
+    0.1-0.3 s), for a caller that knows its first window before its model is loaded; the next `initial_noise` with
+    the same shape and seed takes it."""
+    from concurrent.futures import Future
+    key, fut = (tuple(shape), int(seed)), Future()
+
+    def draw():
+        try:
+            g = torch.Generator().manual_seed(key[1])
+            fut.set_result(torch.randn(key[0], generator=g))
+        except BaseException as e:  # noqa: BLE001  (re-raised by the initial_noise that takes it)
+            fut.set_exception(e)
+    with _lock:
+        _prefetched[key] = fut
+    threading.Thread(target=draw, name="fourreal-noise", daemon=True).start()
 
 
 @torch.no_grad()
@@ -70,9 +98,9 @@ def fill(denoiser: Callable, known_u8: torch.Tensor, mask: torch.Tensor, *, step
     known_u8: uint8 [B, V, T, H, W, 3] on the CPU (values where mask is False are ignored); mask: bool [B, V, T].
     The denoiser runs on `device`. Returns uint8 [B, V, T, H, W, 3] on the CPU.
     """
-    m = mask[..., None, None, None]                                   # [B, V, T, 1, 1, 1]
-    known = torch.where(m, to_model_range(known_u8), torch.zeros(()))
-    with torch.inference_mode():
-        x0 = sample(denoiser, known.to(device), mask.to(device), steps=steps, seed=seed, shift=shift,
-                    dtype=dtype, progress=progress)
-    return torch.where(m, known_u8, to_uint8(x0).cpu())
+    with torch.inference_mode():                                      # converted on the device: 1 byte a value moved
+        known_d, mask_d = known_u8.to(device), mask.to(device)
+        m = mask_d[..., None, None, None]                             # [B, V, T, 1, 1, 1]
+        known = torch.where(m, to_model_range(known_d), torch.zeros((), device=device))
+        x0 = sample(denoiser, known, mask_d, steps=steps, seed=seed, shift=shift, dtype=dtype, progress=progress)
+        return torch.where(m, known_d, to_uint8(x0)).cpu()
