@@ -182,13 +182,18 @@ def test_with_grid_keeps_weights_for_another_window():
 
 
 def test_prefetched_noise_is_the_seeded_draw():
-    """prefetch_noise draws exactly initial_noise's tensor, is taken once, and only for its own shape and seed."""
+    """prefetch_noise draws exactly initial_noise's tensor, is taken once, only for its own shape and seed, and a
+    newer prefetch drops one not taken."""
     from fourreal_rt.sampler import flow
     shape, seed = (1, 2, 3, 4, 5, 3), 1234
     fresh = flow.initial_noise(shape, seed)
     flow.prefetch_noise(shape, seed)
-    flow.prefetch_noise(shape, seed + 1)
+    flow.initial_noise((1, 2, 3, 4, 5, 2), seed)                             # another shape: not taken
+    assert (tuple(shape), seed) in flow._prefetched
     assert torch.equal(flow.initial_noise(shape, seed), fresh)
     assert (tuple(shape), seed) not in flow._prefetched                      # taken once
-    assert not torch.equal(flow.initial_noise(shape, seed + 1), fresh)
+    flow.prefetch_noise(shape, seed + 1)
+    flow.prefetch_noise(shape, seed + 2)
+    assert list(flow._prefetched) == [(tuple(shape), seed + 2)]              # the older one dropped
+    assert not torch.equal(flow.initial_noise(shape, seed + 2), fresh)
     assert not flow._prefetched

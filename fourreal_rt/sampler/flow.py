@@ -40,7 +40,8 @@ _lock = threading.Lock()
 def prefetch_noise(shape, seed: int) -> None:
     """Starts drawing `initial_noise(shape, seed)` in a thread (the CPU draw of a paper-preset window takes
     0.1-0.3 s), for a caller that knows its first window before its model is loaded; the next `initial_noise` with
-    the same shape and seed takes it."""
+    the same shape and seed takes it. One at a time: a new prefetch drops an earlier one not taken (a run that
+    failed before its first window)."""
     from concurrent.futures import Future
     key, fut = (tuple(shape), int(seed)), Future()
 
@@ -51,6 +52,7 @@ def prefetch_noise(shape, seed: int) -> None:
         except BaseException as e:  # noqa: BLE001  (re-raised by the initial_noise that takes it)
             fut.set_exception(e)
     with _lock:
+        _prefetched.clear()
         _prefetched[key] = fut
     threading.Thread(target=draw, name="fourreal-noise", daemon=True).start()
 
