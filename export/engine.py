@@ -392,9 +392,11 @@ def _candidate_main(engine_dir: str, job_dir: str) -> int:
     return 0
 
 
-def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtype | None = None):
+def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtype | None = None,
+                   timings: dict | None = None):
     """The two-stream model with the runtime weights of an engine loaded on `dev` (the folded ones left empty).
-    On CUDA with `dtype` given, `step.warm_up_libraries` runs in a thread of its own meanwhile."""
+    On CUDA with `dtype` given, `step.warm_up_libraries` runs in a thread of its own meanwhile. timings: gets the
+    seconds of the model's skeleton, the weights file and the wait for the warm-up."""
     import threading
 
     from safetensors.torch import load_file
@@ -403,8 +405,10 @@ def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtyp
     from fourreal_rt.model.weights import skip_init
 
     from .step import warm_up_libraries
+    t0 = time.perf_counter()
     with skip_init(), torch.no_grad():                           # no init work: every used weight is loaded below
         model = TwoStreamModel(cfg)
+    t1 = time.perf_counter()
     warm = None
     if dev.type == "cuda" and dtype is not None:
         def run():                                               # an optimisation: the step reports real errors
@@ -417,8 +421,12 @@ def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtyp
     try:
         state = load_file(str(weights_path), device=str(dev))
     finally:
+        t2 = time.perf_counter()
         if warm is not None:
             warm.join()
+    if timings is not None:
+        timings.update(skeleton_s=round(t1 - t0, 3), file_s=round(t2 - t1, 3),
+                       warm_up_wait_s=round(time.perf_counter() - t2, 3))
     missing = set(state) - set(model.state_dict())
     if missing:
         raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config ({sorted(missing)[:3]})")
@@ -960,9 +968,11 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
                     return {k: v.numpy().tobytes() for k, v in load_safetensors(data).items()}
             attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
-        model = _runtime_model(cfg, path / WEIGHTS_FILE, dev, dt)
+        model = _runtime_model(cfg, path / WEIGHTS_FILE, dev, dt, timings)
         if manifest["dtype"] == FP8:
+            t2 = time.perf_counter()
             to_fp8(model)
+            timings["to_fp8_s"] = round(time.perf_counter() - t2, 3)
         tables = load_file(str(path / TABLES_FILE), device=str(dev))
         timings["weights_s"] = round(time.perf_counter() - t1, 3)
         layer = None
