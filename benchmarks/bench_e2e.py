@@ -173,10 +173,7 @@ def run_config(name: str, cli_args: list[str], work: str, timeout: float, profil
     t = meta.get("timings_s", {})
     r.update(e2e_s=summary["total_s"], read_s=t.get("read_inputs"), load_s=t.get("load_model"),
              denoise_s=t.get("denoise"), first_step_s=t.get("first_step"), out=out)
-    # since session 8 the inputs are decoded beside the load: checks, then both at once ("read_and_load")
-    before = ("checks", "read_and_load") if "read_and_load" in t else ("read_inputs", "load_model")
-    r.update({f"{k}_s": t[k] for k in ("checks", "read_and_load") if k in t})
-    r["write_s"] = round(summary["total_s"] - sum(t.get(k) or 0 for k in (*before, "denoise")), 3)
+    r["write_s"] = round(summary["total_s"] - sum(t.get(k) or 0 for k in ("read_inputs", "load_model", "denoise")), 3)
     if os.path.exists(report):
         r.update(json.load(open(report)))
     if meta.get("engine"):

@@ -392,22 +392,25 @@ def _candidate_main(engine_dir: str, job_dir: str) -> int:
     return 0
 
 
+def _skeleton(cfg):
+    """The two-stream model of `cfg` with uninitialised CPU parameters, for `_runtime_model` to load."""
+    from fourreal_rt.model.twostream import TwoStreamModel
+    from fourreal_rt.model.weights import skip_init
+    with skip_init(), torch.no_grad():                           # no init work: every used weight is loaded
+        return TwoStreamModel(cfg)
+
+
 def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtype | None = None,
-                   timings: dict | None = None):
-    """The two-stream model with the runtime weights of an engine loaded on `dev` (the folded ones left empty).
-    On CUDA with `dtype` given, `step.warm_up_libraries` runs in a thread of its own meanwhile. timings: gets the
-    seconds of the model's skeleton, the weights file and the wait for the warm-up."""
+                   timings: dict | None = None, model=None):
+    """The two-stream model with the runtime weights of an engine loaded on `dev` (the folded ones left empty), into
+    `model` (a `_skeleton(cfg)`) if given. On CUDA with `dtype` given, `step.warm_up_libraries` runs in a thread of its
+    own meanwhile. timings: gets the seconds of the weights file and of the wait for the warm-up."""
     import threading
 
     from safetensors.torch import load_file
 
-    from fourreal_rt.model.twostream import TwoStreamModel
-    from fourreal_rt.model.weights import skip_init
-
     from .step import warm_up_libraries
-    t0 = time.perf_counter()
-    with skip_init(), torch.no_grad():                           # no init work: every used weight is loaded below
-        model = TwoStreamModel(cfg)
+    model = model if model is not None else _skeleton(cfg)
     t1 = time.perf_counter()
     warm = None
     if dev.type == "cuda" and dtype is not None:
@@ -425,8 +428,7 @@ def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtyp
         if warm is not None:
             warm.join()
     if timings is not None:
-        timings.update(skeleton_s=round(t1 - t0, 3), file_s=round(t2 - t1, 3),
-                       warm_up_wait_s=round(time.perf_counter() - t2, 3))
+        timings.update(file_s=round(t2 - t1, 3), warm_up_wait_s=round(time.perf_counter() - t2, 3))
     missing = set(state) - set(model.state_dict())
     if missing:
         raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config ({sorted(missing)[:3]})")
@@ -952,6 +954,9 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     if fp8_plans and ATTENTION_PLANS_FILE in (manifest.get("files") or {}):
         needed.append(ATTENTION_PLANS_FILE)
     rest = [n for n in (manifest.get("files") or {}) if n not in needed]
+    t1 = time.perf_counter()
+    skeleton = _skeleton(cfg)          # pure Python: before the threads below compete for the interpreter
+    timings["skeleton_s"] = round(time.perf_counter() - t1, 3)
     if verify:  # sizes and presence of every file now; sha256 of what the step reads in parallel with loading it
         verify_sizes(path, manifest, needed + rest)
         pending_needed = [_pool().submit(verify_files, path, manifest, [n], 1) for n in needed]
@@ -968,7 +973,7 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
                     return {k: v.numpy().tobytes() for k, v in load_safetensors(data).items()}
             attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
-        model = _runtime_model(cfg, path / WEIGHTS_FILE, dev, dt, timings)
+        model = _runtime_model(cfg, path / WEIGHTS_FILE, dev, dt, timings, skeleton)
         if manifest["dtype"] == FP8:
             t2 = time.perf_counter()
             to_fp8(model)

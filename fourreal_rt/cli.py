@@ -104,10 +104,10 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         plan = plan_windows(V, T, (cfg.views, cfg.times), overlap, seed)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--grid/--overlap")
-    for path, have, need in ((row, counts["row"], T), (col, counts["col"], V)):
-        if have < need:
-            fail(EXIT_INPUT, str(InputError(path, f"has {have} frames, the grid needs {need}")))
     if dry_run:
+        for path, have, need in ((row, counts["row"], T), (col, counts["col"], V)):
+            if have < need:
+                fail(EXIT_INPUT, str(InputError(path, f"has {have} frames, the grid needs {need}")))
         click.echo(json.dumps(plan.to_dict()) if as_json else plan.describe())
         return
     try:
@@ -116,37 +116,24 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         fail(EXIT_OUTPUT, str(e))
     from .sampler.flow import prefetch_noise   # the first window's noise, drawn while the inputs and weights load
     prefetch_noise((1, *plan.window, cfg.frame_h, cfg.frame_w, 3), plan.windows[0].seed)
-    # the inputs are decoded in a thread while the weights load (their probe and frame counts are checked above;
-    # a decode error is still reported first)
-    from concurrent.futures import ThreadPoolExecutor
-
-    def read():
-        t = time.perf_counter()
-        return read_inputs(row, col, V, T, (cfg.frame_h, cfg.frame_w), probed), time.perf_counter() - t
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fourreal-read") as reader:
-        reading = reader.submit(read)
-        t_load0 = time.perf_counter()
-        load_error = None
-        try:
-            if engine is not None:  # EngineError is a ValueError: damaged files, another GPU, ...
-                from .export.engine import engine_pipeline, load_engine
-                pipe = engine_pipeline(load_engine(engine_dir, device))
-            else:
-                pipe = Pipeline.from_pretrained(model_name, device=device, dtype=dtype, fp8=fp8)
-        except (ModelNotFoundError, ValueError) as e:
-            load_error = e
-        load_s = time.perf_counter() - t_load0
-        try:
-            (row_f, col_f, report), read_s = reading.result()
-        except InputError as e:
-            fail(EXIT_INPUT, str(e))
-    if load_error is not None:
-        fail(EXIT_MODEL, str(load_error))
+    try:
+        row_f, col_f, report = read_inputs(row, col, V, T, (cfg.frame_h, cfg.frame_w), probed)
+    except InputError as e:
+        fail(EXIT_INPUT, str(e))
     for w in report.get("warnings", []):
         click.echo(f"warning: {w}", err=True)
     if not src.trained:
         click.echo(f"warning: model '{src.name}' has random weights (no trained model found); "
                    "the generated frames are noise", err=True)
+    t_read = time.perf_counter()
+    try:
+        if engine is not None:  # EngineError is a ValueError: damaged files, another GPU, ...
+            from .export.engine import engine_pipeline, load_engine
+            pipe = engine_pipeline(load_engine(engine_dir, device))
+        else:
+            pipe = Pipeline.from_pretrained(model_name, device=device, dtype=dtype, fp8=fp8)
+    except (ModelNotFoundError, ValueError) as e:
+        fail(EXIT_MODEL, str(e))
     t_load = time.perf_counter()
 
     from tqdm import tqdm
@@ -174,8 +161,7 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
             fail(EXIT_MODEL, str(e))
     t_gen = time.perf_counter()
     grid.meta["inputs"] = report
-    grid.meta["timings_s"].update({"checks": round(t_load0 - t0, 3), "read_inputs": round(read_s, 3),
-                                   "load_model": round(load_s, 3), "read_and_load": round(t_load - t_load0, 3)})
+    grid.meta["timings_s"].update({"read_inputs": round(t_read - t0, 3), "load_model": round(t_load - t_read, 3)})
     fps = float(report.get("row", {}).get("fps") or 8.0)
     try:
         path = grid.save(out_dir, fps=fps, overwrite=overwrite)
