@@ -67,7 +67,7 @@ setup(
     package_data={"fourreal_rt": ["weights/*/*.json", "weights/*/*.safetensors"]},
     python_requires=">=3.10",
     install_requires=[
-        "torch>=2.4", "numpy", "click>=8", "av>=12", "safetensors", "tqdm", "pillow", "scikit-image",
+        "torch>=2.4", "numpy", "click>=8", "av>=12", "safetensors>=0.4.3", "tqdm", "pillow", "scikit-image",
         "onnx", "onnxscript", "onnxruntime", "onnxruntime-extensions",
     ],
     # gpu: cuDNN's FP8 attention for --fp8 (cudnn-frontend's Python graph API; without it FP8 runs attention in bf16)

@@ -86,12 +86,13 @@ def activation_dtype(name: str) -> torch.dtype:
     return torch.bfloat16 if name == FP8 else DTYPES[name]
 
 
-def to_fp8(model) -> None:
+def to_fp8(model, quantize: bool = True, out_dtype: torch.dtype | None = None) -> None:
     """An fp8 engine's model: the block linears of fp8.DEFAULT_TARGETS (qkv, fc1, fc2) swapped for FP8Linear and the
-    attention cores in e4m3, in place (EngineError if a linear cannot be)."""
+    attention cores in e4m3, in place (EngineError if a linear cannot be). quantize=False: empty shells producing
+    `out_dtype`, for the engine's stored e4m3 weights to be loaded into."""
     from fourreal_rt.ops.fp8 import DEFAULT_TARGETS, convert_to_fp8
     want = len(DEFAULT_TARGETS) * model.cfg.depth
-    swapped = convert_to_fp8(model, DEFAULT_TARGETS)
+    swapped = convert_to_fp8(model, DEFAULT_TARGETS, quantize=quantize, out_dtype=out_dtype)
     if swapped != want:
         raise EngineError(f"fp8 engines need the block linears {', '.join(DEFAULT_TARGETS)} in e4m3 (widths a "
                           f"multiple of 16): {swapped} of {want} could be")
@@ -613,10 +614,10 @@ def _build_runtime(d: Path, src, cfg, model32, dev, dt, fp8, steps, shift, runti
         ref32 = model32(*(t.float() if t.is_floating_point() else t for t in example)).double()
     model = model32.to(dt)                                      # in place: the float32 copy is gone from here on
     tables = sigma_tables(model, sigmas[:-1], dt)
+    if fp8:                                                     # quantized on the target as `generate --fp8` does;
+        to_fp8(model)                                           # stored in e4m3 (half the bytes to load)
     save_file({k: v.contiguous().cpu() for k, v in runtime_state(model).items()}, str(d / WEIGHTS_FILE))
     save_file({k: v.contiguous().cpu() for k, v in tables.items()}, str(d / TABLES_FILE))
-    if fp8:                                                     # as `load_engine` and `generate --fp8` do
-        to_fp8(model)
     label = FP8 if fp8 else dtype_name(dt)
     with torch.no_grad():
         base_err = _rel_err(model(*example), ref32)             # the non-engine path's own error in this dtype
@@ -956,6 +957,8 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     rest = [n for n in (manifest.get("files") or {}) if n not in needed]
     t1 = time.perf_counter()
     skeleton = _skeleton(cfg)          # pure Python: before the threads below compete for the interpreter
+    if manifest["dtype"] == FP8:       # the weights file holds the e4m3 block linears (as built): shells for them
+        to_fp8(skeleton, quantize=False, out_dtype=dt)
     timings["skeleton_s"] = round(time.perf_counter() - t1, 3)
     if verify:  # sizes and presence of every file now; sha256 of what the step reads in parallel with loading it
         verify_sizes(path, manifest, needed + rest)
@@ -974,10 +977,6 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
             attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
         model = _runtime_model(cfg, path / WEIGHTS_FILE, dev, dt, timings, skeleton)
-        if manifest["dtype"] == FP8:
-            t2 = time.perf_counter()
-            to_fp8(model)
-            timings["to_fp8_s"] = round(time.perf_counter() - t2, 3)
         tables = load_file(str(path / TABLES_FILE), device=str(dev))
         timings["weights_s"] = round(time.perf_counter() - t1, 3)
         layer = None

@@ -251,13 +251,19 @@ def test_build_engine_refuses_existing_directory(built, tmp_path):
 
 
 def test_fp8_engine_equals_generate_fp8(built, tmp_path):
-    """An fp8 engine (block linears in e4m3, emulated on the CPU) gives `generate --fp8`'s frames, records fp8, and
-    refuses a request for another dtype."""
+    """An fp8 engine (block linears in e4m3, emulated on the CPU) stores those linears in e4m3, gives `generate
+    --fp8`'s frames, records fp8, and refuses a request for another dtype."""
+    from safetensors import safe_open
     r = run("build-engine", "--model", built["model"], "--steps", STEPS, "--device", "cpu", "--dtype", "fp8",
             "--onnx-check", "off", "-o", tmp_path / "E8")
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "E8" / "manifest.json").read_text())
     assert m["dtype"] == "fp8" and m["runtime"]["name"] == "eager" and m["candidates"]["eager"]["ok"]
+    with safe_open(str(tmp_path / "E8" / "weights.safetensors"), "pt") as f:
+        stored = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    for name in ("qkv", "fc1", "fc2"):
+        assert stored[f"base.blocks.0.{'attn.' if name == 'qkv' else ''}{name}.weight_q"] == "F8_E4M3", stored
+    assert not any(k.endswith(("qkv.weight", "fc1.weight", "fc2.weight")) for k in stored)
     r = generate(built, tmp_path / "a", "--engine", tmp_path / "E8")
     assert r.exit_code == 0, r.output
     r = generate(built, tmp_path / "b", "--model", built["model"], "--steps", STEPS, "--device", "cpu", "--dtype",

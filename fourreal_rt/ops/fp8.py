@@ -65,15 +65,21 @@ def modulated_layernorm_fp8_twin(x: torch.Tensor, shift: torch.Tensor, scale: to
 class FP8Linear(nn.Module):
     """y = x W^T + b with e4m3 operands: W per output channel, x per token, fp32 accumulation, bf16 output."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, quantize: bool = True, out_dtype: torch.dtype | None = None):
+        """quantize=False: an empty shell of `linear`'s shapes for stored e4m3 weights to be loaded into
+        (`load_state_dict(..., assign=True)`); out_dtype: the output dtype (default: the weight's)."""
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear.weight.detach()                                           # [N, K]
-        wq, ws = quantize_rowwise(w)                                         # [N, K] e4m3, [N, 1]
+        if quantize:
+            wq, ws = quantize_rowwise(w)                                     # [N, K] e4m3, [N, 1]
+        else:
+            wq = torch.empty(w.shape, dtype=torch.float8_e4m3fn, device=w.device)
+            ws = torch.empty(w.shape[0], 1, device=w.device)
         self.register_buffer("weight_q", wq)
         self.register_buffer("weight_scale", ws.reshape(1, -1).contiguous())  # [1, N]
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-        self.out_dtype = w.dtype
+        self.out_dtype = out_dtype or w.dtype
         self._bias_in_mm = True  # cleared if this torch's row-wise _scaled_mm takes no bias
 
     def extra_repr(self) -> str:
@@ -103,10 +109,12 @@ class FP8Linear(nn.Module):
         return out if self.bias is None else out + self.bias
 
 
-def convert_to_fp8(model: nn.Module, targets=DEFAULT_TARGETS, attention: bool = True) -> int:
+def convert_to_fp8(model: nn.Module, targets=DEFAULT_TARGETS, attention: bool = True, quantize: bool = True,
+                   out_dtype: torch.dtype | None = None) -> int:
     """Swaps every nn.Linear whose attribute name is in `targets` (and whose sizes are multiples of 16, as the FP8
     GEMM needs) for an FP8Linear, in place, and with `attention` runs each attention core in e4m3 too
-    (ops.grid_attention_fp8: cuDNN's FP8 SDPA on CUDA, emulated elsewhere). Returns how many linears were swapped."""
+    (ops.grid_attention_fp8: cuDNN's FP8 SDPA on CUDA, emulated elsewhere). quantize, out_dtype: as FP8Linear's
+    (quantize=False: shells for stored e4m3 weights, an engine's). Returns how many linears were swapped."""
     for m in model.modules():
         if hasattr(m, "fp8_attention"):
             m.fp8_attention = attention
@@ -115,6 +123,6 @@ def convert_to_fp8(model: nn.Module, targets=DEFAULT_TARGETS, attention: bool = 
         for name, child in list(parent.named_children()):
             if (name in targets and type(child) is nn.Linear and child.in_features % 16 == 0
                     and child.out_features % 16 == 0):
-                setattr(parent, name, FP8Linear(child))
+                setattr(parent, name, FP8Linear(child, quantize, out_dtype))
                 swapped += 1
     return swapped
