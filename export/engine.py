@@ -5,7 +5,7 @@ An engine is a directory written by `fourreal-rt build-engine`:
     manifest.json         what it was built for (below) and the sha256 + size of every other file
     model.onnx[.data]     the denoiser as ONNX (`onnx_export`): `fourreal.ops` nodes + standard ONNX, float32
     weights.safetensors   the weights a step reads, in the engine's dtype (σ-only weights are folded away; an fp8
-                          engine keeps them in bf16 and quantizes its block linears to e4m3 when it loads)
+                          engine stores its block linears qkv, fc1, fc2 in e4m3 with their row scales, the rest bf16)
     sigma_tables.safetensors  every σ-only vector of the model for each step of the fixed σ schedule
     layer.pt2             (when it won on the build machine) one layer compiled by AOTInductor, weights as
                           inputs, shared by all layers
@@ -42,7 +42,7 @@ from fourreal_rt.model.weights import sha256_file, sha256_parts
 from fourreal_rt.runtime.timing import cpu_times, cuda_times, median
 
 FORMAT = "fourreal-rt-engine"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: fp8 engines store their block linears in e4m3
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
@@ -410,7 +410,7 @@ def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtyp
 
     from safetensors.torch import load_file
 
-    from .step import warm_up_libraries
+    from .step import runtime_state, warm_up_libraries
     model = model if model is not None else _skeleton(cfg)
     t1 = time.perf_counter()
     warm = None
@@ -430,9 +430,10 @@ def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtyp
             warm.join()
     if timings is not None:
         timings.update(file_s=round(t2 - t1, 3), warm_up_wait_s=round(time.perf_counter() - t2, 3))
-    missing = set(state) - set(model.state_dict())
-    if missing:
-        raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config ({sorted(missing)[:3]})")
+    unknown, absent = set(state) - set(model.state_dict()), set(runtime_state(model)) - set(state)
+    if unknown or absent:
+        raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config (unknown "
+                          f"{sorted(unknown)[:3]}, absent {sorted(absent)[:3]})")
     model.load_state_dict(state, strict=False, assign=True)
     return model.eval()
 
@@ -956,7 +957,7 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
         needed.append(ATTENTION_PLANS_FILE)
     rest = [n for n in (manifest.get("files") or {}) if n not in needed]
     t1 = time.perf_counter()
-    skeleton = _skeleton(cfg)          # pure Python: before the threads below compete for the interpreter
+    skeleton = _skeleton(cfg)          # pure Python: before the loader's threads below compete for the interpreter
     if manifest["dtype"] == FP8:       # the weights file holds the e4m3 block linears (as built): shells for them
         to_fp8(skeleton, quantize=False, out_dtype=dt)
     timings["skeleton_s"] = round(time.perf_counter() - t1, 3)

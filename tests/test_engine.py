@@ -179,6 +179,23 @@ def test_damaged_engine_is_refused(built, tmp_path, damage, words):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("change", ["drop", "add"])
+def test_weights_file_of_another_layout_is_refused(built, tmp_path, change):
+    """A weights file (checksums aside) lacking a weight the step reads, or holding one the model lacks, is refused:
+    a missing weight would otherwise run on uninitialised memory."""
+    from safetensors.torch import load_file, save_file
+    e = copy_engine(built, tmp_path)
+    state = load_file(str(e / "weights.safetensors"))
+    if change == "drop":
+        del state["base.blocks.0.fc1.weight"]
+    else:
+        state["base.blocks.0.fc1.weight_q"] = state["base.blocks.0.fc1.weight"].clone()
+    save_file(state, str(e / "weights.safetensors"))
+    with pytest.raises(E.EngineError, match="does not match its model config") as err:
+        E.load_engine(e, device="cpu", verify=False)
+    assert "fc1.weight" in str(err.value)
+
+
 def test_large_files_are_verified_by_parts(tmp_path, monkeypatch):
     """Files over PART_BYTES carry the sha256 of each part (hashed in parallel at load); a damaged part is named."""
     monkeypatch.setattr(E, "PART_BYTES", 4096)

@@ -103,6 +103,7 @@ def fill(denoiser: Callable, known_u8: torch.Tensor, mask: torch.Tensor, *, step
     with torch.inference_mode():                                      # converted on the device: 1 byte a value moved
         known_d, mask_d = known_u8.to(device), mask.to(device)
         m = mask_d[..., None, None, None]                             # [B, V, T, 1, 1, 1]
-        known = torch.where(m, to_model_range(known_d), torch.zeros((), device=device))
+        lut = to_model_range(torch.arange(256, dtype=torch.uint8)).to(device)   # the CPU's values: CUDA's `/` by a
+        known = torch.where(m, lut[known_d.long()], torch.zeros((), device=device))  # scalar may round differently
         x0 = sample(denoiser, known, mask_d, steps=steps, seed=seed, shift=shift, dtype=dtype, progress=progress)
         return torch.where(m, known_d, to_uint8(x0)).cpu()
