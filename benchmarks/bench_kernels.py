@@ -161,12 +161,10 @@ def main():
         nbytes = x.numel() * 2
         run("modulated_layernorm", "ours", lambda: torch.ops.fourreal.modulated_layernorm(x, m1, m2, 1e-6), rep, it,
             bytes_=2 * nbytes)
-        x2d = x.view(-1, D)
         run("modulated_layernorm", "ours fp8: -> e4m3 rows + scales", lambda: torch.ops.fourreal.modulated_layernorm_fp8(
             x, m1, m2, 1e-6), rep, it, bytes_=nbytes * 3 // 2)
         run("modulated_layernorm", "ours before: bf16 out, then quantize", lambda: fp8.quantize_rowwise(
             torch.ops.fourreal.modulated_layernorm(x, m1, m2, 1e-6).view(-1, D)), rep, it, bytes_=nbytes * 3 // 2)
-        del x2d
         run("modulated_layernorm", "torch: twin eager", lambda: twins.modulated_layernorm(x, m1, m2), rep, it,
             bytes_=2 * nbytes)
         if comp:

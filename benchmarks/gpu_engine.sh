@@ -24,11 +24,7 @@ run() {
   nproc
   python3 -c "import sys, torch, onnx, onnxruntime; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__)"
 
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    log "wheels: $(ls .whl)"
-    python3 -m pip install -q --no-index --no-deps --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-  fi
+  source benchmarks/carried_wheels.sh
 
   log "package (editable: fourreal_rt.export is export/)"
   if ! FOURREAL_BUILD_CUDA=0 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . >"$OUT/pip_install.log" 2>&1; then

@@ -27,11 +27,7 @@ cap() { local left=$((BUDGET - SECONDS)); [ "$left" -lt "$1" ] && echo $((left >
   nvcc --version | tail -2
   git rev-parse --short HEAD 2>/dev/null; git status --short 2>/dev/null | head -20
 
-  # wheels the box cannot download (carry [".whl"]): nvidia-cudnn-frontend for the FP8 attention core
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} && echo "wheels: $(ls .whl)"
-  fi
+  source benchmarks/carried_wheels.sh      # nvidia-cudnn-frontend: the FP8 attention core
 
   stage "cmake build + ctest (background)"
   rm -rf build/cmake
