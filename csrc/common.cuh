@@ -74,6 +74,19 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// Max over the block (blockDim.x a multiple of 32), returned to every thread; smem: 32 floats, free for the next call
+// when this returns (so a grid-stride loop may call it once an iteration).
+__device__ __forceinline__ float block_max(float v, float* smem) {
+  v = warp_max(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x >> 5) ? smem[lane] : 0.f;
+  v = warp_max(v);
+  __syncthreads();
+  return v;
+}
+
 // Blocks for a grid-stride loop of `work` items with `per_block` items a block.
 inline unsigned grid_for(int64_t work, int64_t per_block) {
   int64_t g = (work + per_block - 1) / per_block;

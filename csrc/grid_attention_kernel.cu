@@ -115,15 +115,9 @@ __global__ void __launch_bounds__(256) rope_amax_kernel(const RopePackParams p, 
       for (int j = 0; j < VEC; ++j) m = fmaxf(m, fabsf(x[j]));
     }
   }
-  __shared__ float warp_m[32];
-  m = warp_max(m);
-  if ((threadIdx.x & 31) == 0) warp_m[threadIdx.x >> 5] = m;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    m = threadIdx.x < (blockDim.x >> 5) ? warp_m[threadIdx.x] : 0.f;
-    m = warp_max(m);
-    if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned*>(amax) + which, __float_as_uint(pairs ? sqrtf(m) : m));
-  }
+  __shared__ float smem[32];
+  m = block_max(m, smem);
+  if (threadIdx.x == 0) atomicMax(reinterpret_cast<unsigned*>(amax) + which, __float_as_uint(pairs ? sqrtf(m) : m));
 }
 
 // TI = uint8_t: e4m3 input, each value times *scale on the way out.

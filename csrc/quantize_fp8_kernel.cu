@@ -46,18 +46,6 @@ __global__ void __launch_bounds__(256) quantize_fp8_kernel(const T* __restrict__
 constexpr int kChunksPerThread = 2;
 constexpr int kRowChunks = 1024 * kChunksPerThread;
 
-// max over the block (blockDim.x a multiple of 32); smem: 32 floats, free again when this returns to every thread
-__device__ __forceinline__ float block_max(float v, float* smem) {
-  v = warp_max(v);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (lane == 0) smem[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x >> 5) ? smem[lane] : 0.f;
-  v = warp_max(v);
-  __syncthreads();
-  return v;
-}
-
 template <typename T, int VEC, bool GELU>
 __global__ void __launch_bounds__(1024) quantize_fp8_row_kernel(const T* __restrict__ x, int64_t x_stride,
                                                                  int64_t rows, int K, uint8_t* __restrict__ q,
