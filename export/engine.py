@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -401,35 +402,14 @@ def _skeleton(cfg):
         return TwoStreamModel(cfg)
 
 
-def _runtime_model(cfg, weights_path: Path, dev: torch.device, dtype: torch.dtype | None = None,
-                   timings: dict | None = None, model=None):
+def _runtime_model(cfg, weights_path: Path, dev: torch.device, model=None):
     """The two-stream model with the runtime weights of an engine loaded on `dev` (the folded ones left empty), into
-    `model` (a `_skeleton(cfg)`) if given. On CUDA with `dtype` given, `step.warm_up_libraries` runs in a thread of its
-    own meanwhile. timings: gets the seconds of the weights file and of the wait for the warm-up."""
-    import threading
-
+    `model` (a `_skeleton(cfg)`, with FP8Linear shells for an fp8 engine) if given."""
     from safetensors.torch import load_file
 
-    from .step import runtime_state, warm_up_libraries
+    from .step import runtime_state
     model = model if model is not None else _skeleton(cfg)
-    t1 = time.perf_counter()
-    warm = None
-    if dev.type == "cuda" and dtype is not None:
-        def run():                                               # an optimisation: the step reports real errors
-            try:
-                warm_up_libraries(model.base, dev, dtype)
-            except Exception:  # noqa: BLE001
-                pass
-        warm = threading.Thread(target=run, name="fourreal-warm-up", daemon=True)
-        warm.start()
-    try:
-        state = load_file(str(weights_path), device=str(dev))
-    finally:
-        t2 = time.perf_counter()
-        if warm is not None:
-            warm.join()
-    if timings is not None:
-        timings.update(file_s=round(t2 - t1, 3), warm_up_wait_s=round(time.perf_counter() - t2, 3))
+    state = load_file(str(weights_path), device=str(dev))
     unknown, absent = set(state) - set(model.state_dict()), set(runtime_state(model)) - set(state)
     if unknown or absent:
         raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config (unknown "
@@ -977,7 +957,24 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
                     return {k: v.numpy().tobytes() for k, v in load_safetensors(data).items()}
             attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
-        model = _runtime_model(cfg, path / WEIGHTS_FILE, dev, dt, timings, skeleton)
+        warm = None
+        if dev.type == "cuda":   # the step's first-use library costs, paid beside the weight load
+            from .step import warm_up_libraries
+
+            def run():           # an optimisation: the step itself reports real errors
+                try:
+                    warm_up_libraries(skeleton.base, dev, dt)
+                except Exception:  # noqa: BLE001
+                    pass
+            warm = threading.Thread(target=run, name="fourreal-warm-up", daemon=True)
+            warm.start()
+        try:
+            model = _runtime_model(cfg, path / WEIGHTS_FILE, dev, skeleton)
+        finally:
+            t2 = time.perf_counter()
+            if warm is not None:
+                warm.join()
+        timings.update(file_s=round(t2 - t1, 3), warm_up_wait_s=round(time.perf_counter() - t2, 3))
         tables = load_file(str(path / TABLES_FILE), device=str(dev))
         timings["weights_s"] = round(time.perf_counter() - t1, 3)
         layer = None

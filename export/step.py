@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fourreal_rt import ops
-from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, masked_input, velocity
+from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, input_features, velocity
 from fourreal_rt.ops.fp8 import FP8Linear
 from fourreal_rt.ops.fused import gated_linear, linear_mlp, linear_residual, mlp
 from fourreal_rt.ops.streams import both
@@ -214,10 +214,8 @@ def warm_up_libraries(base, device: torch.device, dtype: torch.dtype) -> None:
         x, mask, sigma = zeros(*shape), torch.ones(shape[:3], dtype=torch.bool, device=device), zeros(1)
         table = zeros(4, 2, dt=torch.float32)                                   # as FoldedStep.rows
         table.index_select(0, (table[:, 0] - sigma[:1].float()).abs().argmin().view(1))
-        m = mask[..., None, None, None].to(dtype)                               # as embed_input
-        feats = torch.cat([masked_input(x, x, mask), x * m, m.expand(*shape[:-1], 1)], -1)
-        w_in, w_out = base.patch_embed.weight, base.final.weight
-        tokens = F.linear(base.patchify(feats), zeros(*w_in.shape), zeros(w_in.shape[0]))        # [1, V, T, N, D]
+        w_in, w_out = base.patch_embed.weight, base.final.weight                # as embed_input
+        tokens = F.linear(base.patchify(input_features(x, x, mask)), zeros(*w_in.shape), zeros(w_in.shape[0]))
         out = base.unpatchify(F.linear(tokens, zeros(*w_out.shape), zeros(w_out.shape[0])))      # as _head
         velocity(out, x, x, mask, sigma, cfg.prediction)
     torch.cuda.synchronize(device)

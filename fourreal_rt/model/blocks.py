@@ -49,6 +49,13 @@ def masked_input(x_noisy: torch.Tensor, known: torch.Tensor, mask: torch.Tensor)
     return torch.where(mask[..., None, None, None], known, x_noisy)
 
 
+def input_features(x_noisy: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The patch embedding's input: the masked input, the known frames and the mask channel.
+    x_noisy, known: [B, V, T, H, W, 3]; mask: [B, V, T] bool. Returns [B, V, T, H, W, IN_CHANNELS]."""
+    m = mask[..., None, None, None].to(x_noisy.dtype)                          # [B, V, T, 1, 1, 1]
+    return torch.cat([masked_input(x_noisy, known, mask), known * m, m.expand(*x_noisy.shape[:-1], 1)], -1)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: GridConfig):
         super().__init__()
@@ -141,10 +148,7 @@ class BaseVideoModel(nn.Module):
         Known frames enter clean (replacing the noisy input) and through their own channels
         plus a mask channel. Returns tokens [B, V, T, N, D].
         """
-        m = mask[..., None, None, None].to(x_noisy.dtype)                      # [B, V, T, 1, 1, 1]
-        x_in = masked_input(x_noisy, known, mask)
-        feats = torch.cat([x_in, known * m, m.expand(*x_noisy.shape[:-1], 1)], -1)  # [B, V, T, H, W, 7]
-        return self.patch_embed(self.patchify(feats))
+        return self.patch_embed(self.patchify(input_features(x_noisy, known, mask)))
 
     def conditioning(self, sigma: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (σ embedding [B, D], c = σ embedding + context embedding [B, D])."""

@@ -25,7 +25,6 @@ from .twins import AXES
 
 N_SCALARS = 10         # csrc/grid_attention.h Fp8AttentionScalar: descale q, k, v, descale s, scale s, scale o,
 DESCALE_O = 6          # descale o, amax q, k, v
-OUTPUT_HEADROOM = 1.125  # kOutputHeadroom: the output's scale is max |v| times this
 # the graph's tensors by uid (fixed, so that a deserialized plan is fed the same way): q, k, v, the six scalars, o,
 # amax of the probabilities and of o
 UID_Q, UID_SCALARS, UID_O, UID_AMAX = 1, 4, 10, 11

@@ -20,10 +20,11 @@ _lock = threading.Lock()
 
 def _side_stream(index: int) -> torch.cuda.Stream:
     key = (threading.get_ident(), index)      # per thread (PyTorch hands streams out from a pool, so two threads may
-    with _lock:                               # still share one: then their work is ordered, not wrong)
-        if key not in _side:
-            _side[key] = torch.cuda.Stream(index)
-        return _side[key]
+    side = _side.get(key)                     # still share one: then their work is ordered, not wrong)
+    if side is None:
+        with _lock:
+            side = _side.setdefault(key, torch.cuda.Stream(index))
+    return side
 
 
 def _record(x, stream: torch.cuda.Stream) -> None:

@@ -90,6 +90,7 @@ def grid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 E4M3_MAX = 448.0
+OUTPUT_HEADROOM = 1.125   # FP8 attention's output scale: max |v| times this (csrc kOutputHeadroom)
 
 
 def to_e4m3(x: torch.Tensor, amax: torch.Tensor) -> torch.Tensor:
@@ -109,9 +110,9 @@ def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """`grid_attention` with an e4m3 core, as our FP8 path runs it (csrc/grid_attention.h, cuDNN's FP8 SDPA): q and
     k after RoPE and v rounded to e4m3 with one scale per tensor (amax / 448; for q and k the amax is the largest
     channel-pair norm, which rotation keeps), softmax and products in fp32, the output rounded to e4m3 at max |v|
-    times 1.125 (a convex combination of v's rows, up to the probabilities' rounding). The kernel also stores the
-    softmax probabilities as e4m3 (scaled by 448); that rounding, inside the fused kernel's online softmax, is not
-    emulated. Shapes as `grid_attention`; returns q's dtype."""
+    times OUTPUT_HEADROOM (a convex combination of v's rows, up to the probabilities' rounding). The kernel also
+    stores the softmax probabilities as e4m3 (scaled by 448); that rounding, inside the fused kernel's online softmax,
+    is not emulated. Shapes as `grid_attention`; returns q's dtype."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     pair_amax = lambda x: x.float().unflatten(-1, (-1, 2)).square().sum(-1).amax().sqrt()   # noqa: E731
     qr, kr = _rope_along(q.float(), cos, sin, axis), _rope_along(k.float(), cos, sin, axis)
@@ -119,7 +120,7 @@ def grid_attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     # fp32 inputs: lift a caller's restriction to 16-bit SDPA backends (an engine pins cuDNN)
     with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
         o = _attend(e4m3_round(qr, pair_amax(q)), e4m3_round(kr, pair_amax(k)), e4m3_round(v, amax_v), axis)
-    return e4m3_round(o, amax_v * 1.125).to(q.dtype)
+    return e4m3_round(o, amax_v * OUTPUT_HEADROOM).to(q.dtype)
 
 
 def modulated_layernorm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,

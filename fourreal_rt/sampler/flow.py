@@ -27,10 +27,11 @@ def initial_noise(shape, seed: int) -> torch.Tensor:
     `prefetch_noise` of the same shape and seed if one was started)."""
     with _lock:
         pending = _prefetched.pop((tuple(shape), int(seed)), None)
-    if pending is not None:
-        return pending.result()
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g)
+    return pending.result() if pending is not None else _draw(shape, seed)
+
+
+def _draw(shape, seed: int) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 _prefetched: dict = {}   # (shape, seed) -> Future of initial_noise(shape, seed)
@@ -45,10 +46,9 @@ def prefetch_noise(shape, seed: int) -> None:
     from concurrent.futures import Future
     key, fut = (tuple(shape), int(seed)), Future()
 
-    def draw():
+    def draw():      # a daemon thread (not an executor's, which interpreter exit would wait for)
         try:
-            g = torch.Generator().manual_seed(key[1])
-            fut.set_result(torch.randn(key[0], generator=g))
+            fut.set_result(_draw(*key))
         except BaseException as e:  # noqa: BLE001  (re-raised by the initial_noise that takes it)
             fut.set_exception(e)
     with _lock:
