@@ -7,7 +7,8 @@
 # BUDGET (s, default 490) bounds the whole script; the benchmark skips what would start past it.
 # RUNTIME (build-engine --runtime, default auto: no AOTInductor on CUDA) and CONFIGS (default "engine eager
 # compile") narrow a re-run; BENCH_ARGS go to bench_e2e.py (e.g. --reuse on a warm machine). TESTS=1: then the
-# kernel tests (tests/test_kernels.py) in what is left of BUDGET. FOURREAL_CUDA_ARCHS (default 90a) for the build.
+# kernel tests (tests/test_kernels.py) in what is left of BUDGET. WRITE=1: benchmarks/bench_write.py too (where writing
+# the grid spends its time; ~20 s). FOURREAL_CUDA_ARCHS (default 90a) for the build.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_engine_out}
 mkdir -p "$OUT"
@@ -55,6 +56,10 @@ run() {
   python3 benchmarks/bench_e2e.py --preset paper --steps 32 --work /tmp/bench --out "$OUT" \
     --budget-s "$left" --runtime "$RUNTIME" --configs $CONFIGS ${BENCH_ARGS:-}
   cp /tmp/bench/engine/manifest.json "$OUT/manifest.json" 2>/dev/null
+  if [ "${WRITE:-0}" = 1 ]; then
+    log "bench_write"
+    timeout 120 python3 benchmarks/bench_write.py --preset paper --reps 3 --out "$OUT"
+  fi
 
   left=$((BUDGET - ($(date +%s) - T0)))
   if [ "${TESTS:-0}" = 1 ] && [ "$left" -gt 40 ]; then     # the kernel tests, in what is left of the budget

@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -274,6 +273,16 @@ class EngineDenoiser:
         with self._ctx():
             return self.step(x_noisy, known, mask, sigma)
 
+    def prepare(self, example, before_capture=None) -> None:
+        """Warm-up and CUDA-graph capture now, on `example` inputs of the shape every call will have (their values
+        unused): the first call then replays. before_capture(): run between the warm-up and the capture (an engine's
+        load waits there for its weights, which the warm-up ran on before they had all arrived)."""
+        from .step import GraphedStep
+        self.shape = tuple(example[0].shape)
+        with self._ctx():
+            self.graphed = GraphedStep(self.step, example, before_capture=before_capture)
+        self.graphed.take_first()                                # the output for `example`: not wanted
+
     def __call__(self, x_noisy, known, mask, sigma):
         shape = tuple(x_noisy.shape)
         if self.shape is None:
@@ -377,7 +386,7 @@ def _candidate_main(engine_dir: str, job_dir: str) -> int:
     spec = json.loads((job / "spec.json").read_text())
     dev, dt = torch.device(spec["device"]), DTYPES[spec["dtype"]]
     cfg = GridConfig.from_dict(spec["config"])
-    model = _runtime_model(cfg, d / WEIGHTS_FILE, dev)
+    model = _runtime_model(cfg, load_file(str(d / WEIGHTS_FILE), device=str(dev)))
     tables = load_file(str(d / TABLES_FILE), device=str(dev))
     t = load_file(str(job / "inputs.safetensors"), device=str(dev))
     example = (t["x"], t["known"], t["mask"], t["sigma"])
@@ -402,14 +411,11 @@ def _skeleton(cfg):
         return TwoStreamModel(cfg)
 
 
-def _runtime_model(cfg, weights_path: Path, dev: torch.device, model=None):
-    """The two-stream model with the runtime weights of an engine loaded on `dev` (the folded ones left empty), into
-    `model` (a `_skeleton(cfg)`, with FP8Linear shells for an fp8 engine) if given."""
-    from safetensors.torch import load_file
-
+def _runtime_model(cfg, state: dict, model=None):
+    """The two-stream model with an engine's runtime weights `state` (the folded ones left empty) assigned, into
+    `model` (a `_skeleton(cfg)`, with FP8Linear shells for an fp8 engine) if given; the tensors are kept, not copied."""
     from .step import runtime_state
     model = model if model is not None else _skeleton(cfg)
-    state = load_file(str(weights_path), device=str(dev))
     unknown, absent = set(state) - set(model.state_dict()), set(runtime_state(model)) - set(state)
     if unknown or absent:
         raise EngineError(f"engine file {WEIGHTS_FILE} does not match its model config (unknown "
@@ -916,10 +922,14 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def load_engine(path, device: str | torch.device = "auto", verify: bool = True) -> Engine:
-    """Checks and loads the engine at `path` (a directory the user named). Raises EngineError."""
-    from safetensors.torch import load as load_safetensors
-    from safetensors.torch import load_file
+    """Checks and loads the engine at `path` (a directory the user named). Raises EngineError.
 
+    The weights and σ tables are read in parallel parts straight into one device buffer each (`tensorfile`), each
+    part's sha256 checked on the bytes that are copied. On CUDA the step's warm-up runs while those bytes arrive
+    (its results unused) and its CUDA graph is captured once they are there, so the first step is a replay."""
+    from safetensors.torch import load as load_safetensors
+
+    from . import tensorfile
     from .step import FoldedStep
 
     t0 = time.perf_counter()
@@ -930,19 +940,22 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
     cfg = engine_config(manifest)
     dt = activation_dtype(manifest["dtype"])
     rt = manifest["runtime"]
+    files = manifest.get("files") or {}
     timings: dict = {}
     fp8_plans = manifest["dtype"] == FP8 and dev.type == "cuda"
-    needed = [WEIGHTS_FILE, TABLES_FILE] + ([rt["layer_file"]] if rt.get("layer_file") else [])
-    if fp8_plans and ATTENTION_PLANS_FILE in (manifest.get("files") or {}):
+    read = [WEIGHTS_FILE, TABLES_FILE]                  # read into the device, checked part by part as they are read
+    needed = [rt["layer_file"]] if rt.get("layer_file") else []                 # checked before they are used
+    if fp8_plans and ATTENTION_PLANS_FILE in files:
         needed.append(ATTENTION_PLANS_FILE)
-    rest = [n for n in (manifest.get("files") or {}) if n not in needed]
+    rest = [n for n in files if n not in read + needed]                         # checked while the grid is made
     t1 = time.perf_counter()
     skeleton = _skeleton(cfg)          # pure Python: before the loader's threads below compete for the interpreter
     if manifest["dtype"] == FP8:       # the weights file holds the e4m3 block linears (as built): shells for them
         to_fp8(skeleton, quantize=False, out_dtype=dt)
     timings["skeleton_s"] = round(time.perf_counter() - t1, 3)
-    if verify:  # sizes and presence of every file now; sha256 of what the step reads in parallel with loading it
-        verify_sizes(path, manifest, needed + rest)
+    pending_needed = []
+    if verify:  # sizes and presence of every file now
+        verify_sizes(path, manifest, read + needed + rest)
         pending_needed = [_pool().submit(verify_files, path, manifest, [n], 1) for n in needed]
     try:
         if fp8_plans:   # cuDNN's FP8 attention: its stored plans loaded (after their checksum: native code), or built
@@ -951,52 +964,52 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
             if ATTENTION_PLANS_FILE in needed:
                 def plans():   # the bytes that are checked are the bytes that are loaded
                     data = (path / ATTENTION_PLANS_FILE).read_bytes()
-                    if verify and hashlib.sha256(data).hexdigest() != manifest["files"][ATTENTION_PLANS_FILE]["sha256"]:
+                    if verify and hashlib.sha256(data).hexdigest() != files[ATTENTION_PLANS_FILE]["sha256"]:
                         raise EngineError(f"engine file {ATTENTION_PLANS_FILE} is damaged (sha256 mismatch with the "
                                           "manifest)")
                     return {k: v.numpy().tobytes() for k, v in load_safetensors(data).items()}
             attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
-        warm = None
-        if dev.type == "cuda":   # the step's first-use library costs, paid beside the weight load
-            from .step import warm_up_libraries
+        weights, tables = (tensorfile.DeviceFile(path / n, dev, files[n] if verify else None) for n in read)
+        model = _runtime_model(cfg, weights.tensors, skeleton)   # views of the buffers: the bytes arrive below
+        for f in (weights, tables):
+            f.start()
 
-            def run():           # an optimisation: the step itself reports real errors
-                try:
-                    warm_up_libraries(skeleton.base, dev, dt)
-                except Exception:  # noqa: BLE001
-                    pass
-            warm = threading.Thread(target=run, name="fourreal-warm-up", daemon=True)
-            warm.start()
-        try:
-            model = _runtime_model(cfg, path / WEIGHTS_FILE, dev, skeleton)
-        finally:
-            t2 = time.perf_counter()
-            if warm is not None:
-                warm.join()
-        timings.update(file_s=round(t2 - t1, 3), warm_up_wait_s=round(time.perf_counter() - t2, 3))
-        tables = load_file(str(path / TABLES_FILE), device=str(dev))
-        timings["weights_s"] = round(time.perf_counter() - t1, 3)
+        def arrived():
+            t = time.perf_counter()
+            for f in (weights, tables):
+                f.wait()
+            timings["read_wait_s"] = round(time.perf_counter() - t, 3)
         layer = None
         if rt.get("layer") == "aoti":
-            t1 = time.perf_counter()
             if rt.get("custom_ops"):
                 kernels_status()                                 # register the kernels the layer calls
             if verify:                                           # native code: loaded only once its sha256 checks
                 pending_needed[needed.index(rt["layer_file"])].result()
             layer = AOTILayer(path / rt["layer_file"], dev)
-            timings["layer_s"] = round(time.perf_counter() - t1, 3)
         elif rt.get("custom_ops"):
             kernels_status()
-        step = FoldedStep(model, tables, layer=layer, dtype=dt)
+        step = FoldedStep(model, tables.tensors, layer=layer, dtype=dt)
         den = EngineDenoiser(step, custom_ops=bool(rt.get("custom_ops")), sdpa=rt.get("sdpa_backend"),
                              cuda_graph=bool(rt.get("cuda_graph")) and dev.type == "cuda")
+        timings["open_s"] = round(time.perf_counter() - t1, 3)
+        in_place = _reads_in_place(step, weights, tables)
+        if den.cuda_graph and in_place:
+            den.prepare(_zero_inputs(cfg, dt, dev, manifest["sigmas"][0]), before_capture=arrived)
+        else:
+            arrived()
+            if not in_place:                                     # it copied zeros: again, from the bytes
+                den.step = FoldedStep(model, tables.tensors, layer=layer, dtype=dt)
+        timings["weights_s"] = round(time.perf_counter() - t1, 3)
     except Exception as e:
         if verify:                                               # a damaged file explains a failed load best
             for f in pending_needed:
                 f.result()
+            verify_files(path, manifest, read)
         if isinstance(e, EngineError):
             raise
+        if isinstance(e, tensorfile.TensorFileError):
+            raise EngineError(f"engine file {e}") from None
         raise EngineError(f"engine at {path} could not be loaded: {type(e).__name__}: "
                           f"{(str(e).splitlines() or [''])[0][:200]}") from e
     pending = None
@@ -1007,6 +1020,22 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
         pending = _pool().submit(verify_files, path, manifest, rest, 1) if rest else None
     timings["total_s"] = round(time.perf_counter() - t0, 3)
     return Engine(path, manifest, cfg, model, den, dev, dt, timings, pending)
+
+
+def _reads_in_place(step, *files) -> bool:
+    """Whether every weight and table `step` reads is a view of the files' buffers, i.e. it took no copy of bytes
+    that had not arrived yet (FoldedStep converts only what is not in the engine's dtype: nothing, as built)."""
+    tensors = [t for w in step.weights for t in w if isinstance(t, torch.Tensor) and t.dim()]
+    tensors += list(step.tables.values())
+    return all(any(f.holds(t) for f in files) for t in tensors)
+
+
+def _zero_inputs(cfg, dtype: torch.dtype, dev: torch.device, sigma: float) -> tuple:
+    """Denoiser inputs of the engine's shapes, as the sampler hands them (values unused but σ's)."""
+    V, T, H, W = cfg.views, cfg.times, cfg.frame_h, cfg.frame_w
+    x = torch.zeros(1, V, T, H, W, 3, device=dev, dtype=dtype)                 # x_noisy, known [1, V, T, H, W, 3]
+    return x, x.clone(), torch.zeros(1, V, T, dtype=torch.bool, device=dev), torch.full((1,), sigma, dtype=dtype,
+                                                                                           device=dev)
 
 
 def engine_pipeline(engine: Engine):

@@ -293,3 +293,49 @@ def test_fp8_engine_equals_generate_fp8(built, tmp_path):
     assert meta["model"]["fp8"] and meta["engine"]["dtype"] == "fp8"
     r = generate(built, tmp_path / "c", "--engine", tmp_path / "E8", "--dtype", "bf16")
     assert r.exit_code == 5 and "engine built for fp8, asked for bf16" in r.output
+
+
+def test_tensorfile_loads_as_safetensors_does_and_names_a_damaged_part(tmp_path, monkeypatch):
+    """`tensorfile.load` (one buffer, parallel parts, each part's sha256 checked) gives safetensors' own tensors, for
+    every dtype an engine stores and odd shapes, with and without part checksums; a flipped byte names its part."""
+    from safetensors.torch import load_file, save_file
+
+    from fourreal_rt.export import tensorfile
+    g = torch.Generator().manual_seed(3)
+    state = {"w_bf16": torch.randn(7, 13, generator=g).bfloat16(), "s_f32": torch.randn(5, generator=g),
+             "q_e4m3": (torch.randn(3, 11, generator=g) * 50).to(torch.float8_e4m3fn), "i": torch.arange(9),
+             "b": torch.rand(6, generator=g) > 0.5, "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 4)}
+    p = tmp_path / "w.safetensors"
+    save_file(state, str(p), metadata={"note": "x"})
+    ref = load_file(str(p))
+    for part in (None, 64, 256):                  # whole-file sha256, then parts smaller than the tensors
+        if part is not None:
+            monkeypatch.setattr(E, "PART_BYTES", part)
+        check = E.file_entry(p)
+        assert ("parts_sha256" in check) == (part is not None)
+        got = tensorfile.load(p, "cpu", check)
+        assert set(got) == set(ref)
+        for k in ref:
+            assert got[k].dtype == ref[k].dtype and got[k].shape == ref[k].shape
+            assert torch.equal(got[k].reshape(-1).view(torch.uint8), ref[k].reshape(-1).view(torch.uint8)), k
+    assert torch.equal(tensorfile.load(p, "cpu")["w_bf16"], ref["w_bf16"])  # unchecked
+    b = bytearray(p.read_bytes())
+    b[-5] ^= 0x01                                 # in the data, in the last 256-byte part
+    p.write_bytes(bytes(b))
+    last = (len(b) - 1) // 256 * 256
+    with pytest.raises(tensorfile.TensorFileError, match=rf"w.safetensors is damaged \(bytes {last}-{len(b) - 1} differ"):
+        tensorfile.load(p, "cpu", check)
+    p.write_bytes(b"\xff" * 8 + bytes(b[8:]))   # a header length past the end
+    with pytest.raises(tensorfile.TensorFileError, match="not a safetensors file"):
+        tensorfile.load(p, "cpu")
+
+
+def test_engine_with_a_damaged_weights_header_is_refused_as_damaged(built, tmp_path):
+    """A header that no longer parses is reported by its checksum, as any other damage."""
+    e = copy_engine(built, tmp_path)
+    p = e / "weights.safetensors"
+    b = bytearray(p.read_bytes())
+    b[20] = ord("}")                                             # inside the JSON header
+    p.write_bytes(bytes(b))
+    with pytest.raises(E.EngineError, match=r"weights.safetensors is damaged \(sha256"):
+        E.load_engine(e, device="cpu")
