@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -272,16 +273,6 @@ class EngineDenoiser:
     def eager(self, x_noisy, known, mask, sigma):
         with self._ctx():
             return self.step(x_noisy, known, mask, sigma)
-
-    def prepare(self, example, before_capture=None) -> None:
-        """Warm-up and CUDA-graph capture now, on `example` inputs of the shape every call will have (their values
-        unused): the first call then replays. before_capture(): run between the warm-up and the capture (an engine's
-        load waits there for its weights, which the warm-up ran on before they had all arrived)."""
-        from .step import GraphedStep
-        self.shape = tuple(example[0].shape)
-        with self._ctx():
-            self.graphed = GraphedStep(self.step, example, before_capture=before_capture)
-        self.graphed.take_first()                                # the output for `example`: not wanted
 
     def __call__(self, x_noisy, known, mask, sigma):
         shape = tuple(x_noisy.shape)
@@ -921,12 +912,42 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     return _verify_pool["pool"]
 
 
-def load_engine(path, device: str | torch.device = "auto", verify: bool = True) -> Engine:
+class EarlyStart:
+    """What an engine's load can begin before the load itself (`start_early`): the model skeleton, and on CUDA a
+    thread paying CUDA's start and the step's library first-use costs (`step.warm_up_libraries`)."""
+
+    def __init__(self, skeleton, warm_up: threading.Thread | None):
+        self.skeleton, self.warm_up = skeleton, warm_up
+
+
+def start_early(manifest: dict, device="auto") -> EarlyStart:
+    """Builds the engine's model skeleton and starts the library warm-up thread, for `load_engine(..., early=)`:
+    `generate` calls it before reading its videos, so the two overlap (measured: CUDA's start plus the warm-up take
+    ~0.4 s on the H100 box, longer than reading the weights)."""
+    dev = engine_device(manifest, device)
+    skeleton = _skeleton(engine_config(manifest))    # pure Python: built before any of the loader's threads start
+    warm = None
+    if dev.type == "cuda":
+        from .step import warm_up_libraries
+        dt = activation_dtype(manifest["dtype"])
+
+        def run():           # an optimisation: the step itself reports real errors
+            try:
+                warm_up_libraries(skeleton.base, dev, dt)
+            except Exception:  # noqa: BLE001
+                pass
+        warm = threading.Thread(target=run, name="fourreal-warm-up", daemon=True)
+        warm.start()
+    return EarlyStart(skeleton, warm)
+
+
+def load_engine(path, device: str | torch.device = "auto", verify: bool = True,
+                early: EarlyStart | None = None) -> Engine:
     """Checks and loads the engine at `path` (a directory the user named). Raises EngineError.
 
-    The weights and σ tables are read in parallel parts straight into one device buffer each (`tensorfile`), each
-    part's sha256 checked on the bytes that are copied. On CUDA the step's warm-up runs while those bytes arrive
-    (its results unused) and its CUDA graph is captured once they are there, so the first step is a replay."""
+    The weights and σ tables are read in parallel parts into one device buffer each (`tensorfile`), each part's
+    sha256 checked on the bytes that are copied; on CUDA the step's library first-use costs are paid beside them
+    (from `early`, a `start_early` of this engine's manifest and device, if given)."""
     from safetensors.torch import load as load_safetensors
 
     from . import tensorfile
@@ -949,7 +970,8 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
         needed.append(ATTENTION_PLANS_FILE)
     rest = [n for n in files if n not in read + needed]                         # checked while the grid is made
     t1 = time.perf_counter()
-    skeleton = _skeleton(cfg)          # pure Python: before the loader's threads below compete for the interpreter
+    early = early or start_early(manifest, dev)
+    skeleton = early.skeleton
     if manifest["dtype"] == FP8:       # the weights file holds the e4m3 block linears (as built): shells for them
         to_fp8(skeleton, quantize=False, out_dtype=dt)
     timings["skeleton_s"] = round(time.perf_counter() - t1, 3)
@@ -970,37 +992,29 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
                     return {k: v.numpy().tobytes() for k, v in load_safetensors(data).items()}
             attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
-        weights, tables = (tensorfile.DeviceFile(path / n, dev, files[n] if verify else None) for n in read)
-        model = _runtime_model(cfg, weights.tensors, skeleton)   # views of the buffers: the bytes arrive below
-        for f in (weights, tables):
-            f.start()
-
-        def arrived():
-            t = time.perf_counter()
-            for f in (weights, tables):
-                f.wait()
-            timings["read_wait_s"] = round(time.perf_counter() - t, 3)
+        try:
+            weights, tables = (tensorfile.DeviceFile(path / n, dev, files[n] if verify else None) for n in read)
+            model = _runtime_model(cfg, weights.wait(), skeleton)
+            tables = tables.wait()
+        finally:
+            t2 = time.perf_counter()
+            if early.warm_up is not None:
+                early.warm_up.join()
+        timings.update(file_s=round(t2 - t1, 3), warm_up_wait_s=round(time.perf_counter() - t2, 3))
         layer = None
         if rt.get("layer") == "aoti":
+            t1 = time.perf_counter()
             if rt.get("custom_ops"):
                 kernels_status()                                 # register the kernels the layer calls
             if verify:                                           # native code: loaded only once its sha256 checks
                 pending_needed[needed.index(rt["layer_file"])].result()
             layer = AOTILayer(path / rt["layer_file"], dev)
+            timings["layer_s"] = round(time.perf_counter() - t1, 3)
         elif rt.get("custom_ops"):
             kernels_status()
-        step = FoldedStep(model, tables.tensors, layer=layer, dtype=dt)
+        step = FoldedStep(model, tables, layer=layer, dtype=dt)
         den = EngineDenoiser(step, custom_ops=bool(rt.get("custom_ops")), sdpa=rt.get("sdpa_backend"),
                              cuda_graph=bool(rt.get("cuda_graph")) and dev.type == "cuda")
-        timings["open_s"] = round(time.perf_counter() - t1, 3)
-        in_place = _reads_in_place(step, weights, tables)
-        if den.cuda_graph and in_place:
-            den.prepare(_zero_inputs(cfg, dt, dev, manifest["sigmas"][0]), before_capture=arrived)
-        else:
-            arrived()
-            if not in_place:                                     # it copied zeros: again, from the bytes
-                den.step = FoldedStep(model, tables.tensors, layer=layer, dtype=dt)
-        timings["weights_s"] = round(time.perf_counter() - t1, 3)
     except Exception as e:
         if verify:                                               # a damaged file explains a failed load best
             for f in pending_needed:
@@ -1020,22 +1034,6 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True) 
         pending = _pool().submit(verify_files, path, manifest, rest, 1) if rest else None
     timings["total_s"] = round(time.perf_counter() - t0, 3)
     return Engine(path, manifest, cfg, model, den, dev, dt, timings, pending)
-
-
-def _reads_in_place(step, *files) -> bool:
-    """Whether every weight and table `step` reads is a view of the files' buffers, i.e. it took no copy of bytes
-    that had not arrived yet (FoldedStep converts only what is not in the engine's dtype: nothing, as built)."""
-    tensors = [t for w in step.weights for t in w if isinstance(t, torch.Tensor) and t.dim()]
-    tensors += list(step.tables.values())
-    return all(any(f.holds(t) for f in files) for t in tensors)
-
-
-def _zero_inputs(cfg, dtype: torch.dtype, dev: torch.device, sigma: float) -> tuple:
-    """Denoiser inputs of the engine's shapes, as the sampler hands them (values unused but σ's)."""
-    V, T, H, W = cfg.views, cfg.times, cfg.frame_h, cfg.frame_w
-    x = torch.zeros(1, V, T, H, W, 3, device=dev, dtype=dtype)                 # x_noisy, known [1, V, T, H, W, 3]
-    return x, x.clone(), torch.zeros(1, V, T, dtype=torch.bool, device=dev), torch.full((1,), sigma, dtype=dtype,
-                                                                                           device=dev)
 
 
 def engine_pipeline(engine: Engine):

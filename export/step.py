@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fourreal_rt import ops
-from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, velocity
+from fourreal_rt.model.blocks import DYNAMIC, FREEZE_TIME, block_residuals, input_features, velocity
 from fourreal_rt.ops.fp8 import FP8Linear
 from fourreal_rt.ops.fused import gated_linear, linear_mlp, linear_residual, mlp
 from fourreal_rt.ops.streams import both
@@ -198,16 +198,38 @@ class FoldedStep:
         return self.base.unpatchify(self.base.final(ops.modulated_layernorm(x, sh, sc)))
 
 
+def warm_up_libraries(base, device: torch.device, dtype: torch.dtype) -> None:
+    """Pays the first-use costs of the PyTorch and cuBLAS code a step runs around its layers — the patch embedding and
+    head GEMMs at the step's own shapes (cuBLAS's set-up and kernels), the σ-row lookup, the input masking and the
+    velocity — on zeros, with no weights (`base` only lends its config and reshapes). Meant for a thread of its own
+    while an engine's weights load: measured on the H100, the first step spent 130 ms of CPU in its first GEMMs, 40 ms
+    in its first index_select and ~40 ms in its first elementwise ops (benchmarks/RESULTS.md). PyTorch hands a
+    finished thread's cuBLAS handles to the next thread that asks."""
+    cfg = base.cfg
+    shape = (1, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
+
+    def zeros(*size, dt=dtype):
+        return torch.zeros(*size, device=device, dtype=dt)
+    with torch.no_grad():
+        x, mask, sigma = zeros(*shape), torch.ones(shape[:3], dtype=torch.bool, device=device), zeros(1)
+        table = zeros(4, 2, dt=torch.float32)                                   # as FoldedStep.rows
+        table.index_select(0, (table[:, 0] - sigma[:1].float()).abs().argmin().view(1))
+        w_in, w_out = base.patch_embed.weight, base.final.weight                # as embed_input
+        tokens = F.linear(base.patchify(input_features(x, x, mask)), zeros(*w_in.shape), zeros(w_in.shape[0]))
+        out = base.unpatchify(F.linear(tokens, zeros(*w_out.shape), zeros(w_out.shape[0])))      # as _head
+        velocity(out, x, x, mask, sigma, cfg.prediction)
+    torch.cuda.synchronize(device)
+
+
 class GraphedStep:
     """A step captured into one CUDA graph and replayed for every σ (inputs copied into static buffers;
     the σ row is looked up inside the graph, so one graph serves the whole schedule).
 
     The warm-up runs the step eagerly on the example inputs (lazy initialisation must happen outside a capture);
     its result is kept for `take_first()`, the step's output for those inputs, so the first call need not replay.
-    before_capture(): called between the warm-up and the capture. `timings`: the CPU seconds of the warm-up and of
-    the capture."""
+    `timings`: the CPU seconds of the warm-up and of the capture."""
 
-    def __init__(self, step, example, warmup: int = 1, before_capture=None):
+    def __init__(self, step, example, warmup: int = 1):
         if warmup < 1:
             raise ValueError(f"warmup must be >= 1 (lazy set-up has to happen outside the capture), got {warmup}")
         self.step = step
@@ -221,14 +243,10 @@ class GraphedStep:
         torch.cuda.current_stream().wait_stream(s)
         self.first.record_stream(torch.cuda.current_stream())                    # read on this stream later
         t1 = time.perf_counter()
-        if before_capture is not None:
-            before_capture()
-        t2 = time.perf_counter()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.no_grad():     # synchronizes and empties the cache first: the
             self.out = step(*self.static)                       # graph's pool reuses the warm-up's memory
-        self.timings = {"warmup_s": round(t1 - t0, 3), "before_capture_s": round(t2 - t1, 3),
-                        "capture_s": round(time.perf_counter() - t2, 3)}
+        self.timings = {"warmup_s": round(t1 - t0, 3), "capture_s": round(time.perf_counter() - t1, 3)}
 
     def take_first(self) -> torch.Tensor:
         """The warm-up's output (the step on the example inputs), handed over once."""

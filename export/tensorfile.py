@@ -4,8 +4,7 @@
 4 KiB page, a pageable copy a tensor), and an engine's sha256 check then reads the same file a second time: 0.4 s
 for the paper preset's 535 MB fp8 engine on the H100 box (benchmarks/RESULTS.md, issue 5). Here the tensors are
 views of one device buffer, known (shapes, dtypes) from the header before any data is read; the buffer is filled
-by parallel reads of the file's parts, each part's sha256 checked on the very bytes that are copied. The views can
-be wired into a model while the bytes arrive; `wait()` says when they are all there (or which part was damaged).
+by parallel reads of the file's parts, each part's sha256 checked on the very bytes that are copied.
 
 Format (github.com/huggingface/safetensors, "Format"): 8 bytes little-endian header length N, N bytes of JSON
 {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}} with offsets counted from the end of
@@ -77,35 +76,29 @@ def read_header(path) -> tuple[int, dict]:
 
 
 class DeviceFile:
-    """The tensors of safetensors file `path` as views of one buffer on `device`, filled by `start()`.
+    """The tensors of safetensors file `path` as views of one buffer on `device`.
 
-    check: the manifest's entry for the file ({"sha256", "bytes"}, and for large files "part_bytes" +
-    "parts_sha256"), or None to read unchecked. The views hold zeros until `wait()` returns."""
+    The file's parts are read and checked in background threads from construction on (no device needed for
+    that: they overlap whatever the caller does next, a CUDA context's creation included); `wait()` copies each
+    part to the device as it is ready. check: the manifest's entry for the file ({"sha256", "bytes"}, and for
+    large files "part_bytes" + "parts_sha256"), or None to read unchecked. The views are valid once `wait()`
+    returns."""
 
     def __init__(self, path, device: torch.device, check: dict | None = None):
         self.path, self.check = Path(path), check
         self.size = self.path.stat().st_size
         self.start_byte, entries = read_header(self.path)
-        self.buffer = torch.zeros(self.size - self.start_byte, dtype=torch.uint8, device=device)  # [data bytes]
-        self.tensors = {name: self.buffer[a:b].view(dtype).view(shape) for name, (dtype, shape, a, b) in entries.items()}
         if check is not None and "parts_sha256" in check:
             self.part, self.want = check["part_bytes"], check["parts_sha256"]
         else:
             self.part, self.want = (self.size if check is not None else DEFAULT_PART), None
         if self.want is not None and len(self.want) != -(-self.size // self.part):
             raise TensorFileError(f"{self.path.name}: {len(self.want)} part checksums for {self.size} bytes")
-        self._futures: list = []
+        self._parts = [_readers().submit(self._read, i, a) for i, a in enumerate(range(0, self.size, self.part))]
+        self.buffer = torch.empty(self.size - self.start_byte, dtype=torch.uint8, device=device)  # [data bytes]
+        self.tensors = {name: self.buffer[a:b].view(dtype).view(shape) for name, (dtype, shape, a, b) in entries.items()}
 
-    def holds(self, t: torch.Tensor) -> bool:
-        """Whether tensor t is a view of this file's buffer (not a copy made before the bytes arrived)."""
-        return t.untyped_storage().data_ptr() == self.buffer.untyped_storage().data_ptr()
-
-    def start(self) -> "DeviceFile":
-        """Reads, checks and copies every part in background threads."""
-        self._futures = [_readers().submit(self._part, i, s) for i, s in enumerate(range(0, self.size, self.part))]
-        return self
-
-    def _part(self, i: int, a: int) -> str | None:  # -> what is damaged, or None
+    def _read(self, i: int, a: int) -> tuple[int, np.ndarray, str | None]:  # -> (start, bytes, what is damaged)
         n = min(self.part, self.size - a)
         host = np.empty(n, np.uint8)                                            # [n] bytes of the file
         view, got = memoryview(host), 0
@@ -114,27 +107,29 @@ class DeviceFile:
             while got < n and (k := f.readinto(view[got:])):                   # reads may come back short
                 got += k
         if got != n:
-            return f"bytes {a}-{a + n - 1} could not be read (file changed while loading)"
+            return a, host, f"bytes {a}-{a + n - 1} could not be read (file changed while loading)"
         if self.check is not None:
-            h = hashlib.sha256(memoryview(host)).hexdigest()
             want = self.want[i] if self.want is not None else self.check["sha256"]
-            if h != want:
-                return f"bytes {a}-{a + n - 1} differ from the manifest's sha256"
-        lo = max(a, self.start_byte)                                            # the part's data bytes
-        if lo < a + n:
-            self.buffer[lo - self.start_byte:a + n - self.start_byte].copy_(torch.from_numpy(host[lo - a:]))
-        return None
+            if hashlib.sha256(view).hexdigest() != want:
+                return a, host, f"bytes {a}-{a + n - 1} differ from the manifest's sha256"
+        return a, host, None
 
-    def wait(self) -> None:
-        """Blocks until every part is on the device (a part's copy returns once done: pageable source);
-        TensorFileError naming the first damaged part."""
-        for d in [f.result() for f in self._futures]:
-            if d:
-                raise TensorFileError(f"{self.path.name} is damaged ({d})")
+    def wait(self) -> dict:
+        """Copies the parts to the device as they are read and checked; returns the tensors. TensorFileError
+        naming the first damaged part (nothing of a damaged file is used)."""
+        damage = []
+        for fut in concurrent.futures.as_completed(self._parts):
+            a, host, bad = fut.result()
+            lo = max(a, self.start_byte)                                        # the part's data bytes
+            if bad:
+                damage.append((a, bad))
+            elif not damage and lo < a + len(host):
+                self.buffer[lo - self.start_byte:a + len(host) - self.start_byte].copy_(torch.from_numpy(host[lo - a:]))
+        if damage:
+            raise TensorFileError(f"{self.path.name} is damaged ({min(damage)[1]})")
+        return self.tensors
 
 
 def load(path, device, check: dict | None = None) -> dict:
     """{name: tensor} of a safetensors file on `device`, read in parallel parts and checked against `check`."""
-    f = DeviceFile(path, torch.device(device), check).start()
-    f.wait()
-    return f.tensors
+    return DeviceFile(path, torch.device(device), check).wait()

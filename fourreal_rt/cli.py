@@ -116,9 +116,15 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         fail(EXIT_OUTPUT, str(e))
     from .sampler.flow import prefetch_noise   # the first window's noise, drawn while the inputs and weights load
     prefetch_noise((1, *plan.window, cfg.frame_h, cfg.frame_w, 3), plan.windows[0].seed)
+    early = None
+    if engine is not None:  # the engine's skeleton, CUDA's start and library warm-up, while the videos decode
+        from .export.engine import start_early
+        early = start_early(engine, device)
     try:
         row_f, col_f, report = read_inputs(row, col, V, T, (cfg.frame_h, cfg.frame_w), probed)
     except InputError as e:
+        if early is not None and early.warm_up is not None:
+            early.warm_up.join()           # not left inside CUDA's start at exit
         fail(EXIT_INPUT, str(e))
     for w in report.get("warnings", []):
         click.echo(f"warning: {w}", err=True)
@@ -129,7 +135,7 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
     try:
         if engine is not None:  # EngineError is a ValueError: damaged files, another GPU, ...
             from .export.engine import engine_pipeline, load_engine
-            pipe = engine_pipeline(load_engine(engine_dir, device))
+            pipe = engine_pipeline(load_engine(engine_dir, device, early=early))
         else:
             pipe = Pipeline.from_pretrained(model_name, device=device, dtype=dtype, fp8=fp8)
     except (ModelNotFoundError, ValueError) as e:

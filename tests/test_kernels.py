@@ -785,6 +785,16 @@ def test_engine_graphed_step_first_call_and_replays():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_gpu_warm_up_libraries(preset):
+    """The engine loader's warm-up (a thread beside the weight load, errors swallowed there) runs as written."""
+    from fourreal_rt.export.step import warm_up_libraries
+    from fourreal_rt.model import PRESETS, TwoStreamModel
+    warm_up_libraries(TwoStreamModel(PRESETS[preset]).base, torch.device("cuda"), torch.bfloat16)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
 @pytest.mark.parametrize("use_fp8", [False, pytest.param(True, marks=pytest.mark.skipif(
     not has_cudnn_frontend(), reason="needs nvidia-cudnn-frontend (cuDNN's FP8 attention)"))])
 def test_gpu_two_streams_match_one_stream(use_fp8):
@@ -876,40 +886,3 @@ def test_gpu_fp8_engine_stores_and_loads_attention_plans(tmp_path):
     for key in keys:                                             # nothing of the damaged file was kept: built anew
         assert attention_fp8._graph(dev, *key[1:]) is not None
         assert key not in attention_fp8.loaded
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_GPU, reason="needs CUDA and the compiled fourreal_rt._C")
-@pytest.mark.parametrize("dtype", ["bf16", pytest.param("fp8", marks=pytest.mark.skipif(
-    not has_cudnn_frontend(), reason="needs nvidia-cudnn-frontend (cuDNN's FP8 attention)"))])
-def test_gpu_engine_load_captures_the_step_while_its_weights_arrive(tmp_path, dtype):
-    """load_engine warms the step up and records its CUDA graph while the weights are still being read (the views
-    hold zeros then); the replays must read the weights as loaded: the first call matches the eager step on them,
-    and the loaded weights are the file's bytes."""
-    from safetensors.torch import load_file
-
-    from fourreal_rt.export import engine as E
-    from fourreal_rt.export.onnx_export import example_inputs
-    from fourreal_rt.model import GridConfig, TwoStreamModel
-    from fourreal_rt.model.weights import save_model
-    cfg = GridConfig(frame_h=32, frame_w=48, patch=8, views=3, times=2, dim=128, heads=2, depth=2)
-    g, seed = rng()
-    model = TwoStreamModel(cfg)
-    for p in model.parameters():
-        p.data.copy_(randn(g, *p.shape, scale=0.1))
-    save_model(model, tmp_path / "m")
-    E.build_engine(str(tmp_path / "m"), tmp_path / "E", steps=3, dtype=dtype, device="cuda", onnx=False,
-                   log=lambda *a: None)
-    eng = E.load_engine(tmp_path / "E", "cuda")
-    den = eng.denoiser
-    assert den.graphed is not None and "read_wait_s" in eng.timings, eng.timings      # captured at load
-    stored = load_file(str(tmp_path / "E" / E.WEIGHTS_FILE), device="cuda")
-    state = eng.model.state_dict()
-    for k, v in stored.items():
-        assert torch.equal(state[k].reshape(-1).view(torch.uint8), v.reshape(-1).view(torch.uint8)), k
-    x, known, mask, _ = example_inputs(cfg, seed=seed, dtype=torch.bfloat16, device="cuda")
-    sigma = torch.tensor([eng.manifest["sigmas"][1]], device="cuda").to(torch.bfloat16)
-    got, ref = den(x, known, mask, sigma).double(), den.eager(x, known, mask, sigma).double()
-    assert torch.isfinite(ref).all() and ref.norm() > 0
-    # replay vs eager on the same weights: the same kernels (the graph may pick other GEMM algorithms)
-    assert ((got - ref).norm() / ref.norm()).item() < 1e-2, seed

@@ -196,13 +196,14 @@ def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
         jobs += [pool.submit(encode_mp4, d / f"view_{v:03d}.mp4", frames[v], fps, 1) for v in range(V)]      # row v: [T, H, W, 3]
         jobs += [pool.submit(encode_mp4, d / f"time_{t:03d}.mp4", frames[:, t], fps, 1) for t in range(T)]   # column t: [V, H, W, 3]
         uris = [pool.submit(jpeg_uris, frames[v]) for v in range(V)]                                        # viewer frames
-        _, pending = wait(jobs + uris, return_when=FIRST_EXCEPTION)
+        jobs += uris + [pool.submit(lambda: (d / "viewer.html").write_text(        # queued after its frames: it
+            viewer_html(frames, fps, [u.result() for u in uris]), encoding="utf-8"))]  # only waits on running jobs
+        _, pending = wait(jobs, return_when=FIRST_EXCEPTION)
         for job in pending:                                   # a failure: start nothing more
             job.cancel()
-        for job in jobs + uris:
+        for job in jobs:
             if job.done() and not job.cancelled():
                 job.result()                                  # re-raises the failure
-    (d / "viewer.html").write_text(viewer_html(frames, fps, [u.result() for u in uris]), encoding="utf-8")
     video = {"codec": video_codec(), "pix_fmt": "yuv420p", "crf": CRF if video_codec() == "libx264" else None,
              "odd_sizes": "edge-padded by one pixel at the bottom/right to even"}
     out_meta = {**meta, "axes": {"frames": ["view", "time", "height", "width", "rgb"]},
