@@ -262,7 +262,7 @@ def test_write_outputs_round_trip(tmp_path):
         assert s.codec_context.name == "h264" and s.format.name == "yuv420p" and s.average_rate == 8
     tiled = decode(out / "grid.mp4")  # 3 views: 2x2 tiles, 2-px gaps (2 * 35 + 2 is even: no padding)
     assert tiled.shape == (T, 2 * H + 2, 2 * W + 2, 3)
-    # (this synthetic grid's tiles come back at ~30 dB through H.264 CRF 18, preset veryfast; a misplaced view
+    # (this synthetic grid's tiles come back at ~30 dB through H.264 CRF 18; a misplaced view
     # scores 7-10 dB)
     assert psnr(tiled[:, :H, W + 2:], grid[1]) > 28  # row-major: view 1 at row 0, column 1
     assert psnr(tiled[:, H + 2:2 * H + 2, :W], grid[2]) > 28  # view 2 at row 1, column 0

@@ -26,8 +26,9 @@ from .video import InputError
 GAP = 2  # pixels between tiles in grid.mp4
 JPEG_QUALITY = 90  # viewer.html frames
 CRF = 18  # libx264 quality: visually lossless for previews
-X264_PRESET = "veryfast"  # 2-2.5x faster than the default "medium" at CRF 18: the same size on natural frames and
-                          # 0.2 dB lower PSNR (benchmarks/RESULTS.md, issue 5); the exact frames are in grid.npz
+X264_PRESET = "ultrafast"  # the videos are previews (the exact frames are in grid.npz): at CRF 18 on paper-size frames
+                           # 2.2x faster than "veryfast" on natural frames (3.3x on noise), the same PSNR (37.5 dB),
+                           # 1.6x the bytes (105 vs 65 KiB an 8-frame view video; benchmarks/RESULTS.md, issue 5)
 
 
 class OutputExistsError(InputError):
