@@ -916,8 +916,8 @@ class EarlyStart:
     """What an engine's load can begin before the load itself (`start_early`): the model skeleton, and on CUDA a
     thread paying CUDA's start and the step's library first-use costs (`step.warm_up_libraries`)."""
 
-    def __init__(self, skeleton, warm_up: threading.Thread | None):
-        self.skeleton, self.warm_up = skeleton, warm_up
+    def __init__(self, skeleton, warm_up: threading.Thread | None, timings: dict):
+        self.skeleton, self.warm_up, self.timings = skeleton, warm_up, timings   # timings: the warm-up's parts (s)
 
 
 def start_early(manifest: dict, device="auto") -> EarlyStart:
@@ -926,19 +926,19 @@ def start_early(manifest: dict, device="auto") -> EarlyStart:
     ~0.4 s on the H100 box, longer than reading the weights)."""
     dev = engine_device(manifest, device)
     skeleton = _skeleton(engine_config(manifest))    # pure Python: built before any of the loader's threads start
-    warm = None
+    warm, timings = None, {}
     if dev.type == "cuda":
         from .step import warm_up_libraries
         dt = activation_dtype(manifest["dtype"])
 
         def run():           # an optimisation: the step itself reports real errors
             try:
-                warm_up_libraries(skeleton.base, dev, dt)
+                warm_up_libraries(skeleton.base, dev, dt, timings)
             except Exception:  # noqa: BLE001
                 pass
         warm = threading.Thread(target=run, name="fourreal-warm-up", daemon=True)
         warm.start()
-    return EarlyStart(skeleton, warm)
+    return EarlyStart(skeleton, warm, timings)
 
 
 def load_engine(path, device: str | torch.device = "auto", verify: bool = True,
@@ -1000,7 +1000,8 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True,
             t2 = time.perf_counter()
             if early.warm_up is not None:
                 early.warm_up.join()
-        timings.update(file_s=round(t2 - t1, 3), warm_up_wait_s=round(time.perf_counter() - t2, 3))
+        timings.update(file_s=round(t2 - t1, 3), warm_up_wait_s=round(time.perf_counter() - t2, 3),
+                       warm_up_s=early.timings)
         layer = None
         if rt.get("layer") == "aoti":
             t1 = time.perf_counter()

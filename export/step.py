@@ -198,27 +198,38 @@ class FoldedStep:
         return self.base.unpatchify(self.base.final(ops.modulated_layernorm(x, sh, sc)))
 
 
-def warm_up_libraries(base, device: torch.device, dtype: torch.dtype) -> None:
+def warm_up_libraries(base, device: torch.device, dtype: torch.dtype, timings: dict | None = None) -> None:
     """Pays the first-use costs of the PyTorch and cuBLAS code a step runs around its layers — the patch embedding and
     head GEMMs at the step's own shapes (cuBLAS's set-up and kernels), the σ-row lookup, the input masking and the
     velocity — on zeros, with no weights (`base` only lends its config and reshapes). Meant for a thread of its own
     while an engine's weights load: measured on the H100, the first step spent 130 ms of CPU in its first GEMMs, 40 ms
     in its first index_select and ~40 ms in its first elementwise ops (benchmarks/RESULTS.md). PyTorch hands a
-    finished thread's cuBLAS handles to the next thread that asks."""
+    finished thread's cuBLAS handles to the next thread that asks. timings: filled with each part's seconds
+    (synchronized): CUDA's start (the first allocation), the lookup, the GEMMs, the rest."""
     cfg = base.cfg
     shape = (1, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
+    timings = {} if timings is None else timings
+    t = [time.perf_counter()]
+
+    def lap(name):
+        torch.cuda.synchronize(device)
+        t.append(time.perf_counter())
+        timings[name] = round(t[-1] - t[-2], 3)
 
     def zeros(*size, dt=dtype):
         return torch.zeros(*size, device=device, dtype=dt)
     with torch.no_grad():
         x, mask, sigma = zeros(*shape), torch.ones(shape[:3], dtype=torch.bool, device=device), zeros(1)
+        lap("cuda_start_s")
         table = zeros(4, 2, dt=torch.float32)                                   # as FoldedStep.rows
         table.index_select(0, (table[:, 0] - sigma[:1].float()).abs().argmin().view(1))
+        lap("lookup_s")
         w_in, w_out = base.patch_embed.weight, base.final.weight                # as embed_input
         tokens = F.linear(base.patchify(input_features(x, x, mask)), zeros(*w_in.shape), zeros(w_in.shape[0]))
         out = base.unpatchify(F.linear(tokens, zeros(*w_out.shape), zeros(w_out.shape[0])))      # as _head
+        lap("gemms_s")
         velocity(out, x, x, mask, sigma, cfg.prediction)
-    torch.cuda.synchronize(device)
+        lap("velocity_s")
 
 
 class GraphedStep:
