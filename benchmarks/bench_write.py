@@ -51,8 +51,11 @@ def pieces(frames: np.ndarray, d: Path, reps: int) -> dict:
     from fourreal_rt.io import outputs as O
     V, T = frames.shape[:2]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    pool = ThreadPoolExecutor(max_workers=min(32, cores))
+    with ThreadPoolExecutor(max_workers=min(32, cores)) as pool:   # as _write_all's
+        return _pieces(frames, d, reps, pool, O, V, T) | {"cores": cores}
 
+
+def _pieces(frames, d: Path, reps: int, pool, O, V: int, T: int) -> dict:
     def small_videos():
         jobs = [pool.submit(O.encode_mp4, d / f"view_{v}.mp4", frames[v], 8.0, 1) for v in range(V)]
         jobs += [pool.submit(O.encode_mp4, d / f"time_{t}.mp4", frames[:, t], 8.0, 1) for t in range(T)]
@@ -60,9 +63,9 @@ def pieces(frames: np.ndarray, d: Path, reps: int) -> dict:
             j.result()
 
     def jpegs():
-        return [u for f in [pool.submit(O.jpeg_uris, frames[v]) for v in range(V)] for u in [f.result()]]
+        return [f.result() for f in [pool.submit(O.jpeg_uris, frames[v]) for v in range(V)]]
     uris = jpegs()
-    r = {
+    return {
         "write_outputs": timed(lambda: O.write_outputs(d / "out", frames, {}, overwrite=True), reps),
         "grid_mp4": timed(lambda: O._grid_mp4(d / "grid.mp4", frames, 8.0), reps),
         "grid_mp4_tiling": timed(lambda: [O.tile(frames[:, t]) for t in range(T)], reps),
@@ -72,10 +75,7 @@ def pieces(frames: np.ndarray, d: Path, reps: int) -> dict:
         "one_view_jpegs": timed(lambda: O.jpeg_uris(frames[0]), reps),
         "all_jpegs_in_parallel": timed(jpegs, reps),
         "viewer_html": timed(lambda: (d / "viewer.html").write_text(O.viewer_html(frames, 8.0, uris)), reps),
-        "cores": cores,
     }
-    pool.shutdown()
-    return r
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -912,24 +913,32 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     return _verify_pool["pool"]
 
 
+@dataclasses.dataclass
 class EarlyStart:
-    """What an engine's load can begin before the load itself (`start_early`): the model skeleton, and on CUDA a
-    thread paying CUDA's start and the step's library first-use costs (`step.warm_up_libraries`)."""
+    """What an engine's load can begin before the load itself (`start_early`): the model skeleton (with FP8Linear
+    shells for an fp8 engine), and on CUDA a thread paying CUDA's start and the step's library first-use costs
+    (`step.warm_up_libraries`), with `timings` of its parts."""
+    skeleton: object
+    warm_up: threading.Thread | None
+    timings: dict
 
-    def __init__(self, skeleton, warm_up: threading.Thread | None, timings: dict):
-        self.skeleton, self.warm_up, self.timings = skeleton, warm_up, timings   # timings: the warm-up's parts (s)
+    def join(self) -> None:
+        if self.warm_up is not None:
+            self.warm_up.join()
 
 
 def start_early(manifest: dict, device="auto") -> EarlyStart:
-    """Builds the engine's model skeleton and starts the library warm-up thread, for `load_engine(..., early=)`:
-    `generate` calls it before reading its videos, so the two overlap (measured: CUDA's start plus the warm-up take
-    ~0.4 s on the H100 box, longer than reading the weights)."""
+    """Builds the engine's model skeleton and starts the library warm-up thread, for one `load_engine(..., early=)`:
+    `generate` calls it before decoding its videos, so the two overlap (measured on the H100 box: CUDA's start and the
+    warm-up take ~0.5 s, longer than reading the weights)."""
     dev = engine_device(manifest, device)
+    dt = activation_dtype(manifest["dtype"])
     skeleton = _skeleton(engine_config(manifest))    # pure Python: built before any of the loader's threads start
+    if manifest["dtype"] == FP8:       # the weights file holds the e4m3 block linears (as built): shells for them
+        to_fp8(skeleton, quantize=False, out_dtype=dt)
     warm, timings = None, {}
     if dev.type == "cuda":
         from .step import warm_up_libraries
-        dt = activation_dtype(manifest["dtype"])
 
         def run():           # an optimisation: the step itself reports real errors
             try:
@@ -971,15 +980,12 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True,
     rest = [n for n in files if n not in read + needed]                         # checked while the grid is made
     t1 = time.perf_counter()
     early = early or start_early(manifest, dev)
-    skeleton = early.skeleton
-    if manifest["dtype"] == FP8:       # the weights file holds the e4m3 block linears (as built): shells for them
-        to_fp8(skeleton, quantize=False, out_dtype=dt)
     timings["skeleton_s"] = round(time.perf_counter() - t1, 3)
     pending_needed = []
-    if verify:  # sizes and presence of every file now
-        verify_sizes(path, manifest, read + needed + rest)
-        pending_needed = [_pool().submit(verify_files, path, manifest, [n], 1) for n in needed]
     try:
+        if verify:  # sizes and presence of every file now
+            verify_sizes(path, manifest, read + needed + rest)
+            pending_needed = [_pool().submit(verify_files, path, manifest, [n], 1) for n in needed]
         if fp8_plans:   # cuDNN's FP8 attention: its stored plans loaded (after their checksum: native code), or built
             from fourreal_rt.ops import attention_fp8
             plans = None
@@ -993,13 +999,13 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True,
             attention_fp8.prepare(cfg, dev, plans=plans)         # in the background
         t1 = time.perf_counter()
         try:
-            weights, tables = (tensorfile.DeviceFile(path / n, dev, files[n] if verify else None) for n in read)
-            model = _runtime_model(cfg, weights.wait(), skeleton)
-            tables = tables.wait()
+            weights_file, tables_file = (tensorfile.DeviceFile(path / n, dev, files[n] if verify else None)
+                                         for n in read)
+            model = _runtime_model(cfg, weights_file.wait(), early.skeleton)
+            tables = tables_file.wait()
         finally:
             t2 = time.perf_counter()
-            if early.warm_up is not None:
-                early.warm_up.join()
+            early.join()
         timings.update(file_s=round(t2 - t1, 3), warm_up_wait_s=round(time.perf_counter() - t2, 3),
                        warm_up_s=early.timings)
         layer = None
@@ -1017,10 +1023,15 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True,
         den = EngineDenoiser(step, custom_ops=bool(rt.get("custom_ops")), sdpa=rt.get("sdpa_backend"),
                              cuda_graph=bool(rt.get("cuda_graph")) and dev.type == "cuda")
     except Exception as e:
-        if verify:                                               # a damaged file explains a failed load best
-            for f in pending_needed:
-                f.result()
-            verify_files(path, manifest, read)
+        early.join()                                             # not left inside CUDA's start
+        try:
+            if verify:                                           # a damaged file explains a failed load best
+                for f in pending_needed:
+                    f.result()
+                if not isinstance(e, (EngineError, tensorfile.DamagedError)):   # (those say what is wrong)
+                    verify_files(path, manifest, read)
+        except OSError as err:
+            raise EngineError(f"engine at {path} could not be read: {err}") from None
         if isinstance(e, EngineError):
             raise
         if isinstance(e, tensorfile.TensorFileError):

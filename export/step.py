@@ -205,14 +205,15 @@ def warm_up_libraries(base, device: torch.device, dtype: torch.dtype, timings: d
     while an engine's weights load: measured on the H100, the first step spent 130 ms of CPU in its first GEMMs, 40 ms
     in its first index_select and ~40 ms in its first elementwise ops (benchmarks/RESULTS.md). PyTorch hands a
     finished thread's cuBLAS handles to the next thread that asks. timings: filled with each part's seconds
-    (synchronized): CUDA's start (the first allocation), the lookup, the GEMMs, the rest."""
+    (synchronized with the current stream, which other threads may be using too): CUDA's start (the first
+    allocation), the lookup, the GEMMs, the rest."""
     cfg = base.cfg
     shape = (1, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
     timings = {} if timings is None else timings
     t = [time.perf_counter()]
 
     def lap(name):
-        torch.cuda.synchronize(device)
+        torch.cuda.current_stream(device).synchronize()
         t.append(time.perf_counter())
         timings[name] = round(t[-1] - t[-2], 3)
 

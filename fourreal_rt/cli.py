@@ -123,8 +123,8 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
     try:
         row_f, col_f, report = read_inputs(row, col, V, T, (cfg.frame_h, cfg.frame_w), probed)
     except InputError as e:
-        if early is not None and early.warm_up is not None:
-            early.warm_up.join()           # not left inside CUDA's start at exit
+        if early is not None:
+            early.join()                   # not left inside CUDA's start at exit
         fail(EXIT_INPUT, str(e))
     for w in report.get("warnings", []):
         click.echo(f"warning: {w}", err=True)

@@ -318,12 +318,13 @@ def test_tensorfile_loads_as_safetensors_does_and_names_a_damaged_part(tmp_path,
         for k in ref:
             assert got[k].dtype == ref[k].dtype and got[k].shape == ref[k].shape
             assert torch.equal(got[k].reshape(-1).view(torch.uint8), ref[k].reshape(-1).view(torch.uint8)), k
-    assert torch.equal(tensorfile.load(p, "cpu")["w_bf16"], ref["w_bf16"])  # unchecked
+    monkeypatch.setattr(tensorfile, "READ_PART", 100)
+    assert torch.equal(tensorfile.load(p, "cpu")["w_bf16"], ref["w_bf16"])  # unchecked, in parts
     b = bytearray(p.read_bytes())
     b[-5] ^= 0x01                                 # in the data, in the last 256-byte part
     p.write_bytes(bytes(b))
     last = (len(b) - 1) // 256 * 256
-    with pytest.raises(tensorfile.TensorFileError, match=rf"w.safetensors is damaged \(bytes {last}-{len(b) - 1} differ"):
+    with pytest.raises(tensorfile.DamagedError, match=rf"w.safetensors is damaged \(bytes {last}-{len(b) - 1} differ"):
         tensorfile.load(p, "cpu", check)
     p.write_bytes(b"\xff" * 8 + bytes(b[8:]))   # a header length past the end
     with pytest.raises(tensorfile.TensorFileError, match="not a safetensors file"):
@@ -331,11 +332,14 @@ def test_tensorfile_loads_as_safetensors_does_and_names_a_damaged_part(tmp_path,
 
 
 def test_engine_with_a_damaged_weights_header_is_refused_as_damaged(built, tmp_path):
-    """A header that no longer parses is reported by its checksum, as any other damage."""
+    """A header that no longer parses is reported by the checksums, as any other damage; unchecked, as unreadable."""
     e = copy_engine(built, tmp_path)
     p = e / "weights.safetensors"
     b = bytearray(p.read_bytes())
-    b[20] = ord("}")                                             # inside the JSON header
+    assert b[8] == ord("{")
+    b[8] = ord("[")                                              # the header's JSON no longer parses
     p.write_bytes(bytes(b))
     with pytest.raises(E.EngineError, match=r"weights.safetensors is damaged \(sha256"):
         E.load_engine(e, device="cpu")
+    with pytest.raises(E.EngineError, match=r"engine file weights.safetensors: unreadable safetensors header"):
+        E.load_engine(e, device="cpu", verify=False)

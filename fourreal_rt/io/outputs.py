@@ -72,6 +72,8 @@ def video_codec() -> str:
 def encode_mp4(path, frames: np.ndarray, fps: float, threads: int = 0) -> dict:
     """Encodes frames [F, h, w, 3] to an H.264 yuv420p mp4; odd sizes are edge-padded (bottom/right) to even.
     threads: the encoder's threads (0: its own choice, one or more per core)."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [F, h, w, 3], got {frames.dtype} {list(frames.shape)}")
     F, h, w, _ = frames.shape
     ph, pw = h % 2, w % 2
     if ph or pw:
