@@ -17,7 +17,6 @@ step to the model's output, bit for bit).
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import torch
@@ -200,71 +199,38 @@ class FoldedStep:
 
 
 def warm_up_libraries(base, device: torch.device, dtype: torch.dtype, timings: dict | None = None) -> None:
-    """Pays the first-use costs (CUDA's start, cuBLAS's set-up, each kernel's first load) of the PyTorch and cuBLAS
-    code a step and the sampler run around the model's layers, on zeros at their own shapes, with no weights (`base`
-    only lends its config and reshapes): the σ-row lookup; the patch embedding and head GEMMs and the velocity; the
-    sampler's known-frame conversion, masking, Euler update and uint8 output. Meant for a thread of its own while an
-    engine's weights load (measured on the H100: CUDA's start ~0.2 s, then ~0.1-0.2 s a group of first uses); after
-    CUDA's start the three groups run in threads of their own, so that their first loads overlap. PyTorch hands a
-    finished thread's cuBLAS handles to the next thread that asks. timings: filled with each part's seconds, each
-    synchronized with its thread's current stream."""
-    from fourreal_rt.sampler.flow import to_model_range, to_uint8
+    """Pays the first-use costs of the PyTorch and cuBLAS code a step runs around its layers — the patch embedding and
+    head GEMMs at the step's own shapes (cuBLAS's set-up and kernels), the σ-row lookup, the input masking and the
+    velocity — on zeros, with no weights (`base` only lends its config and reshapes). Meant for a thread of its own
+    while an engine's weights load: measured on the H100, the first step spent 130 ms of CPU in its first GEMMs, 40 ms
+    in its first index_select and ~40 ms in its first elementwise ops (benchmarks/RESULTS.md). PyTorch hands a
+    finished thread's cuBLAS handles to the next thread that asks. timings: filled with each part's seconds
+    (synchronized with the current stream, which other threads may be using too): CUDA's start (the first
+    allocation), the lookup, the GEMMs, the rest."""
     cfg = base.cfg
     shape = (1, cfg.views, cfg.times, cfg.frame_h, cfg.frame_w, 3)
     timings = {} if timings is None else timings
+    t = [time.perf_counter()]
+
+    def lap(name):
+        torch.cuda.current_stream(device).synchronize()
+        t.append(time.perf_counter())
+        timings[name] = round(t[-1] - t[-2], 3)
 
     def zeros(*size, dt=dtype):
         return torch.zeros(*size, device=device, dtype=dt)
-
-    def timed(name, fn):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            fn()
-        torch.cuda.current_stream(device).synchronize()
-        timings[name] = round(time.perf_counter() - t0, 3)
-
-    x, mask, sigma = {}, {}, {}
-
-    def start():                                                                # x_noisy, known [1, V, T, H, W, 3]
-        x["x"], mask["m"], sigma["s"] = zeros(*shape), torch.ones(shape[:3], dtype=torch.bool, device=device), zeros(1)
-
-    def lookup():                                                               # as FoldedStep.rows
-        table = zeros(4, 2, dt=torch.float32)
-        table.index_select(0, (table[:, 0] - sigma["s"][:1].float()).abs().argmin().view(1))
-
-    def gemms():                                                                # as embed_input, _head, velocity
-        w_in, w_out = base.patch_embed.weight, base.final.weight
-        tokens = F.linear(base.patchify(input_features(x["x"], x["x"], mask["m"])), zeros(*w_in.shape),
-                          zeros(w_in.shape[0]))
-        out = base.unpatchify(F.linear(tokens, zeros(*w_out.shape), zeros(w_out.shape[0])))
-        velocity(out, x["x"], x["x"], mask["m"], sigma["s"], cfg.prediction)
-
-    def sampler():                                                              # as sampler.flow.fill / sample
-        known_u8, m = zeros(*shape, dt=torch.uint8), mask["m"][..., None, None, None]
-        lut = to_model_range(torch.arange(256, dtype=torch.uint8)).to(device)
-        known = torch.where(m, lut[known_u8.long()], torch.zeros((), device=device))
-        x0 = torch.where(m, known.float(), torch.zeros(shape, device=device))
-        s = sigma["s"].float()
-        x0 = x0 + (s - s) * x["x"].to(dtype).float()
-        torch.where(m, known_u8, to_uint8(x0))
-
-    timed("cuda_start_s", start)
-    errors = []
-
-    def run(name, fn):
-        try:
-            timed(name, fn)
-        except BaseException as e:  # noqa: BLE001  (re-raised below, in the caller's thread)
-            errors.append(e)
-    threads = [threading.Thread(target=run, args=(n, f), name=f"fourreal-warm-up-{n}", daemon=True)
-               for n, f in (("lookup_s", lookup), ("sampler_s", sampler))]
-    for th in threads:
-        th.start()
-    run("gemms_s", gemms)
-    for th in threads:
-        th.join()
-    if errors:
-        raise errors[0]
+    with torch.no_grad():
+        x, mask, sigma = zeros(*shape), torch.ones(shape[:3], dtype=torch.bool, device=device), zeros(1)
+        lap("cuda_start_s")
+        table = zeros(4, 2, dt=torch.float32)                                   # as FoldedStep.rows
+        table.index_select(0, (table[:, 0] - sigma[:1].float()).abs().argmin().view(1))
+        lap("lookup_s")
+        w_in, w_out = base.patch_embed.weight, base.final.weight                # as embed_input
+        tokens = F.linear(base.patchify(input_features(x, x, mask)), zeros(*w_in.shape), zeros(w_in.shape[0]))
+        out = base.unpatchify(F.linear(tokens, zeros(*w_out.shape), zeros(w_out.shape[0])))      # as _head
+        lap("gemms_s")
+        velocity(out, x, x, mask, sigma, cfg.prediction)
+        lap("velocity_s")
 
 
 class GraphedStep:

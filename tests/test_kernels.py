@@ -790,9 +790,7 @@ def test_gpu_warm_up_libraries(preset):
     """The engine loader's warm-up (a thread beside the weight load, errors swallowed there) runs as written."""
     from fourreal_rt.export.step import warm_up_libraries
     from fourreal_rt.model import PRESETS, TwoStreamModel
-    timings = {}
-    warm_up_libraries(TwoStreamModel(PRESETS[preset]).base, torch.device("cuda"), torch.bfloat16, timings)
-    assert set(timings) == {"cuda_start_s", "lookup_s", "gemms_s", "sampler_s"}, timings
+    warm_up_libraries(TwoStreamModel(PRESETS[preset]).base, torch.device("cuda"), torch.bfloat16)
 
 
 @pytest.mark.gpu
