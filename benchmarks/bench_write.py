@@ -1,9 +1,10 @@
 """Where does writing a finished grid spend its time? (`io.outputs.write_outputs`, the last part of `generate`.)
 
 For a noise grid (what random weights generate: the worst case for H.264) and a rendered held-out scene (natural
-frames) of the preset's size: the whole `write_outputs`, then each of its pieces alone, timed the way they run
-inside it (the small videos one encoder thread each, all at once on the pool; grid.mp4 with the encoder's own
-threads). Median of --reps; CPU only.
+frames) of the preset's size: the whole `write_outputs` in threads, each of its pieces alone, timed the way they
+run there (the small videos one encoder thread each, all at once on the pool; grid.mp4 with the encoder's own
+threads), then the whole `write_outputs` again with the writer processes (`start_writers`, as `generate` runs it).
+Median of --reps; CPU only.
 
     python benchmarks/bench_write.py --preset paper [--reps 3] [--out DIR]
 """
@@ -85,12 +86,23 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write bench_write.json here")
     a = ap.parse_args()
     print(f"bench_write: preset {a.preset}, reps {a.reps}", flush=True)
+    from fourreal_rt.io import outputs as O
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("noise", "natural"):
-            frames = frames_of(kind, a.preset)
+        grids = {kind: frames_of(kind, a.preset) for kind in ("noise", "natural")}
+        for kind, frames in grids.items():                  # in threads
             res[kind] = pieces(frames, Path(tmp), a.reps)
             print(f"{kind} {list(frames.shape)}: " + ", ".join(f"{k} {v}" for k, v in res[kind].items()), flush=True)
+        t0 = time.perf_counter()
+        O.start_writers()                                     # then with the writer processes, as `generate` does
+        O._writers["starting"].join()
+        up = round(time.perf_counter() - t0, 3)
+        for kind, frames in grids.items():
+            res[kind]["writer_processes_up_s"] = up
+            res[kind]["write_outputs_processes"] = timed(
+                lambda: O.write_outputs(Path(tmp) / "out", frames, {}, overwrite=True), a.reps)
+            print(f"{kind}: writer processes up in {up} s; write_outputs with them "
+                  f"{res[kind]['write_outputs_processes']}", flush=True)
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "bench_write.json").write_text(json.dumps(res, indent=2))

@@ -141,6 +141,8 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
     except (ModelNotFoundError, ValueError) as e:
         fail(EXIT_MODEL, str(e))
     t_load = time.perf_counter()
+    from .io.outputs import start_writers
+    start_writers()                        # the writer processes start while the grid is generated
 
     from tqdm import tqdm
     if not quiet and not as_json:

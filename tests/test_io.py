@@ -348,3 +348,46 @@ def test_fractional_fps(tmp_path):
     out = write_outputs(tmp_path / "OUT", make_grid(1, 3, 8, 8), {}, fps=30000 / 1001)
     with av.open(str(out / "view_000.mp4")) as c:
         assert c.streams.video[0].average_rate == Fraction(30000, 1001)
+
+
+@pytest.fixture
+def writers():
+    """Writer processes (`outputs.start_writers`) up for one test, shut down after it."""
+    import multiprocessing
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no forkserver start method here")
+    saved = dict(outputs._writers)
+    outputs._writers.clear()
+    outputs.start_writers(2)
+    outputs._writers["starting"].join()
+    assert "pool" in outputs._writers
+    yield outputs._writers
+    pool = outputs._writers.pop("pool", None)
+    if pool is not None:
+        pool.shutdown()
+    outputs._writers.clear()
+    outputs._writers.update(saved)
+
+
+def test_writer_processes_write_what_threads_write(tmp_path, writers):
+    """The same files, byte for byte, from the writer processes as from threads; their raw frame copy is gone."""
+    grid = make_grid(V=3, T=5, H=35, W=50)
+    pool = writers.pop("pool")                                   # threads first
+    by_threads = write_outputs(tmp_path / "threads", grid, {"seed": 1}, fps=4.0)
+    writers["pool"] = pool
+    by_procs = write_outputs(tmp_path / "procs", grid, {"seed": 1}, fps=4.0)
+    names = sorted(p.name for p in by_threads.iterdir())
+    assert names == sorted(p.name for p in by_procs.iterdir()) and outputs.RAW not in names
+    for n in names:
+        assert (by_threads / n).read_bytes() == (by_procs / n).read_bytes(), n
+
+
+def test_a_dead_writer_process_falls_back_to_threads(tmp_path, writers):
+    import os
+    import signal
+    pool = writers["pool"]
+    os.kill(next(iter(pool._processes)), signal.SIGKILL)        # one writer dies
+    grid = make_grid(V=2, T=3, H=16, W=24)
+    out = write_outputs(tmp_path / "o", grid, {}, fps=4.0)
+    assert (out / "grid.npz").exists() and (out / "viewer.html").exists() and not (out / outputs.RAW).exists()
+    assert "pool" not in writers                                 # threads from now on

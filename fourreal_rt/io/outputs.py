@@ -12,8 +12,10 @@ import math
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from fractions import Fraction
 from pathlib import Path
 
@@ -200,18 +202,40 @@ def _grid_mp4(path, frames: np.ndarray, fps: float) -> dict:
     return encode_mp4(path, tiled, fps)
 
 
-def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
-    V, T, H, W, _ = frames.shape
-    # Independent pieces, made concurrently (libx264 and JPEG encoding release the GIL), the longest first:
-    # grid.mp4 with the encoder's own threads, then grid.npz, then the small files one thread each.
+RAW = ".frames.u8"   # the frames as raw bytes in OUT's temporary directory, for the writer processes to map
+
+
+def _piece(kind: str, d: Path, frames, index: int, fps: float):
+    """One independent piece of the outputs: "grid" (grid.mp4, x264's own threads), "view" / "time" (video
+    `index`, one thread), "jpeg" (view `index`'s viewer frames: returns their data URIs). frames: uint8
+    [V, T, H, W, 3], or (path, shape) of its raw copy (`RAW`), mapped here (in a writer process)."""
+    if isinstance(frames, tuple):
+        frames = np.memmap(frames[0], np.uint8, "r", shape=frames[1])
+    if kind == "grid":
+        return _grid_mp4(d / "grid.mp4", frames, fps)
+    if kind == "view":                                                        # row v: [T, H, W, 3]
+        return encode_mp4(d / f"view_{index:03d}.mp4", frames[index], fps, 1)
+    if kind == "time":                                                        # column t: [V, H, W, 3]
+        return encode_mp4(d / f"time_{index:03d}.mp4", frames[:, index], fps, 1)
+    return jpeg_uris(frames[index])
+
+
+def _write_pieces(d: Path, frames: np.ndarray, fps: float, procs) -> None:
+    """grid.npz, the videos, the viewer: concurrently, the longest first; the encoders in `procs` (writer
+    processes) if given, else in threads (libx264 and JPEG encoding release the GIL only in part)."""
+    V, T = frames.shape[:2]
+    src = frames
+    if procs is not None:
+        frames.tofile(d / RAW)
+        src = (str(d / RAW), frames.shape)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=min(32, cores)) as pool:
-        jobs = [pool.submit(_grid_mp4, d / "grid.mp4", frames, fps),
-                pool.submit(np.savez, d / "grid.npz", frames=frames)]   # uncompressed: see write_outputs
-        jobs += [pool.submit(encode_mp4, d / f"view_{v:03d}.mp4", frames[v], fps, 1) for v in range(V)]      # row v: [T, H, W, 3]
-        jobs += [pool.submit(encode_mp4, d / f"time_{t:03d}.mp4", frames[:, t], fps, 1) for t in range(T)]   # column t: [V, H, W, 3]
-        uris = [pool.submit(jpeg_uris, frames[v]) for v in range(V)]                                        # viewer frames
-        jobs += uris + [pool.submit(lambda: (d / "viewer.html").write_text(        # queued after its frames: it
+    with ThreadPoolExecutor(max_workers=min(32, cores)) as threads:
+        ex = procs or threads
+        jobs = [ex.submit(_piece, "grid", d, src, 0, fps),
+                threads.submit(np.savez, d / "grid.npz", frames=frames)]   # uncompressed: see write_outputs
+        jobs += [ex.submit(_piece, kind, d, src, i, fps) for kind, n in (("view", V), ("time", T)) for i in range(n)]
+        uris = [ex.submit(_piece, "jpeg", d, src, v, fps) for v in range(V)]                 # viewer frames
+        jobs += uris + [threads.submit(lambda: (d / "viewer.html").write_text(  # queued after its frames: it
             viewer_html(frames, fps, [u.result() for u in uris]), encoding="utf-8"))]  # only waits on running jobs
         _, pending = wait(jobs, return_when=FIRST_EXCEPTION)
         for job in pending:                                   # a failure: start nothing more
@@ -219,6 +243,54 @@ def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
         for job in jobs:
             if job.done() and not job.cancelled():
                 job.result()                                  # re-raises the failure
+    if procs is not None:
+        (d / RAW).unlink()
+
+
+_writers: dict = {}   # "pool": the writer processes once they are up; "starting": the thread starting them
+
+
+def start_writers(workers: int | None = None) -> None:
+    """Starts writer processes in the background, for every later `write_outputs` of this process: its encoders
+    then run there rather than in threads, where they hold the interpreter lock part of the time (8 x 8 noise frames
+    at 288 x 512 on the 16-core GPU box: ~0.3 s in threads; benchmarks/RESULTS.md). They are forked from a fresh
+    interpreter ("forkserver"), never from this process, which may hold a CUDA context. Until they are up, and where
+    forkserver is missing (Windows), threads write. `generate` starts them before it denoises."""
+    import multiprocessing
+    import threading
+    if _writers or "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = workers or min(32, cores)
+
+    def start():
+        from concurrent.futures import ProcessPoolExecutor
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])                # imported once, in the server the workers fork from
+        pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+        try:
+            for f in [pool.submit(_up) for _ in range(n)]:    # at once, so that all n are started now
+                f.result()
+            _writers["pool"] = pool
+        except Exception:  # noqa: BLE001  (threads write instead)
+            pool.shutdown(wait=False, cancel_futures=True)
+    _writers["starting"] = threading.Thread(target=start, name="fourreal-writers", daemon=True)
+    _writers["starting"].start()
+
+
+def _up() -> None:
+    time.sleep(0.05)
+
+
+def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
+    V, T, H, W, _ = frames.shape
+    procs = _writers.get("pool")
+    try:
+        _write_pieces(d, frames, fps, procs)
+    except BrokenProcessPool:                                 # a writer process died: threads from now on
+        _writers.pop("pool", None)
+        _write_pieces(d, frames, fps, None)
+        (d / RAW).unlink(missing_ok=True)
     video = {"codec": video_codec(), "pix_fmt": "yuv420p", "crf": CRF if video_codec() == "libx264" else None,
              "odd_sizes": "edge-padded by one pixel at the bottom/right to even"}
     out_meta = {**meta, "axes": {"frames": ["view", "time", "height", "width", "rgb"]},
