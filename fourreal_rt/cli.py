@@ -142,7 +142,6 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         fail(EXIT_MODEL, str(e))
     t_load = time.perf_counter()
     from .io.outputs import start_writers
-    start_writers()                        # the writer processes start while the grid is generated
 
     from tqdm import tqdm
     if not quiet and not as_json:
@@ -153,7 +152,12 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         bars.append(tqdm(total=steps, desc=f"window {w.index + 1}/{len(plan)} (views {w.v0}-{w.v0 + w.nv - 1}, "
                          f"times {w.t0}-{w.t0 + w.nt - 1})", unit="step", file=sys.stderr, disable=quiet,
                          leave=False, position=1))
-        return lambda i: bars[-1].update(1)
+
+        def step_done(i):
+            bars[-1].update(1)
+            if i == 1:           # the writer processes start while the GPU runs the other steps (not beside the
+                start_writers()  # first, whose launches keep a core busy)
+        return step_done
 
     def window_done(w, seconds):
         bars.pop().close()

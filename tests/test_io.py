@@ -328,6 +328,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, existing):
         return real(path, frames, fps, threads)
 
     monkeypatch.setattr(outputs, "encode_mp4", failing_encode)
+    monkeypatch.setattr(outputs, "_writers", {})                # encoders in threads, where the patch applies
     with pytest.raises(RuntimeError, match="disk full"):
         write_outputs(out, make_grid(2, 2, 8, 8), {}, overwrite=existing)
     assert len(calls) >= 3 and calls[0].parent != out  # it really wrote files somewhere else first
