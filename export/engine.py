@@ -1047,8 +1047,8 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True,
         timings["verify_wait_s"] = round(time.perf_counter() - t1, 3)
         # beside the denoising, on a quarter of the cores: on all 16 of the H100 box they slowed the first step's
         # CPU-bound dispatch (step 1 0.28-0.30 -> 0.21-0.26 s with 4; this hashing then takes 0.7 s, not 0.25 s)
-        pending = _pool().submit(verify_files, path, manifest, rest, 1, max(1, (os.cpu_count() or 1) // 4)) \
-            if rest else None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        pending = _pool().submit(verify_files, path, manifest, rest, 1, max(1, cores // 4)) if rest else None
     timings["total_s"] = round(time.perf_counter() - t0, 3)
     return Engine(path, manifest, cfg, model, den, dev, dt, timings, pending)
 

@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 unexpected internal error; 2 usage error (bad option);
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -26,6 +27,14 @@ def main():
 
     Exit codes: 0 ok, 1 internal error, 2 usage, 3 bad input, 4 output exists/unwritable, 5 model/engine.
     """
+
+
+def _is_program() -> bool:
+    """Whether this process is the `fourreal-rt` program (console script or `python -m fourreal_rt.cli`), not a
+    script or test that calls `main` in-process: writer processes re-import __main__, which only the program's
+    guards against re-running."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return (spec is not None and spec.name == "fourreal_rt.cli") or os.path.basename(sys.argv[0]) == "fourreal-rt"
 
 
 @main.command()
@@ -155,8 +164,8 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
 
         def step_done(i):
             bars[-1].update(1)
-            if i == 1:           # the writer processes start while the GPU runs the other steps (not beside the
-                start_writers()  # first, whose launches keep a core busy)
+            if i == 1 and _is_program():   # the writer processes start while the GPU runs the other steps (not
+                start_writers()            # beside the first, whose launches keep a core busy)
         return step_done
 
     def window_done(w, seconds):

