@@ -120,7 +120,9 @@ def child(a) -> None:
             pipe.denoiser = torch.compile(pipe.model)
             return pipe
         P.Pipeline.from_pretrained = classmethod(compiled)
+    from fourreal_rt import cli
     from fourreal_rt.cli import main
+    cli.WRITER_PROCESSES = True        # as the fourreal-rt program writes (this script's __main__ is guarded)
 
     code = 0
     prof = None

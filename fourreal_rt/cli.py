@@ -29,10 +29,17 @@ def main():
     """
 
 
+WRITER_PROCESSES: bool | None = None   # generate writes with `io.outputs.start_writers` processes: None = only as
+                                       # the program (see _is_program); a caller running `main` in-process whose
+                                       # __main__ is guarded may set True (benchmarks/bench_e2e.py does)
+
+
 def _is_program() -> bool:
     """Whether this process is the `fourreal-rt` program (console script or `python -m fourreal_rt.cli`), not a
     script or test that calls `main` in-process: writer processes re-import __main__, which only the program's
     guards against re-running."""
+    if WRITER_PROCESSES is not None:
+        return WRITER_PROCESSES
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     return (spec is not None and spec.name == "fourreal_rt.cli") or os.path.basename(sys.argv[0]) == "fourreal-rt"
 
