@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -51,9 +50,8 @@ def timed(fn, reps: int) -> float:
 def pieces(frames: np.ndarray, d: Path, reps: int) -> dict:
     from fourreal_rt.io import outputs as O
     V, T = frames.shape[:2]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=min(32, cores)) as pool:   # as _write_all's
-        return _pieces(frames, d, reps, pool, O, V, T) | {"cores": cores}
+    with ThreadPoolExecutor(max_workers=min(32, O.cores())) as pool:   # as _write_pieces's
+        return _pieces(frames, d, reps, pool, O, V, T) | {"cores": O.cores()}
 
 
 def _pieces(frames, d: Path, reps: int, pool, O, V: int, T: int) -> dict:

@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 
 from fourreal_rt.model.weights import sha256_file, sha256_parts
+from fourreal_rt.runtime.threads import cores
 from fourreal_rt.runtime.timing import cpu_times, cuda_times, median
 
 FORMAT = "fourreal-rt-engine"
@@ -849,8 +850,8 @@ def verify_sizes(path, manifest: dict, names=None) -> None:
 
 def verify_files(path, manifest: dict, names=None, workers: int = 4, part_workers: int | None = None) -> dict:
     """sha256 of the engine's files (all, or `names`) against the manifest, `workers` files and `part_workers` parts
-    of a large file at a time (None: a thread a core, ≤ 16); raises EngineError naming the first missing or damaged
-    file. Returns {name: seconds}."""
+    of a large file at a time (None: as `sha256_parts`); raises EngineError naming the first missing or damaged file.
+    Returns {name: seconds}."""
     path = Path(path)
     files = manifest.get("files") or {}
     names = list(files) if names is None else list(names)
@@ -1047,8 +1048,7 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True,
         timings["verify_wait_s"] = round(time.perf_counter() - t1, 3)
         # beside the denoising, on a quarter of the cores: on all 16 of the H100 box they slowed the first step's
         # CPU-bound dispatch (step 1 0.28-0.30 -> 0.21-0.26 s with 4; this hashing then takes 0.7 s, not 0.25 s)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        pending = _pool().submit(verify_files, path, manifest, rest, 1, max(1, cores // 4)) if rest else None
+        pending = _pool().submit(verify_files, path, manifest, rest, 1, max(1, cores() // 4)) if rest else None
     timings["total_s"] = round(time.perf_counter() - t0, 3)
     return Engine(path, manifest, cfg, model, den, dev, dt, timings, pending)
 

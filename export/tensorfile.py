@@ -17,12 +17,13 @@ import concurrent.futures
 import contextlib
 import hashlib
 import json
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fourreal_rt.runtime.threads import cores
 
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -48,7 +49,7 @@ def _readers() -> concurrent.futures.ThreadPoolExecutor:
     with _pool_lock:
         if "pool" not in _pool:
             _pool["pool"] = concurrent.futures.ThreadPoolExecutor(
-                max_workers=min(16, os.cpu_count() or 1), thread_name_prefix="fourreal-read")
+                max_workers=min(16, cores()), thread_name_prefix="fourreal-read")
         return _pool["pool"]
 
 

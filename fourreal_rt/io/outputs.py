@@ -24,6 +24,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from ..runtime.threads import cores
 from .video import InputError
 
 GAP = 2  # pixels between tiles in grid.mp4
@@ -219,11 +220,6 @@ def _piece(kind: str, d: Path, frames, index: int, fps: float):
     if kind == "time":                                                        # column t: [V, H, W, 3]
         return encode_mp4(d / f"time_{index:03d}.mp4", frames[:, index], fps, 1)
     return jpeg_uris(frames[index])
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _write_pieces(d: Path, frames: np.ndarray, fps: float, procs) -> None:

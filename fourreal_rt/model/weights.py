@@ -85,7 +85,8 @@ def sha256_parts(path: Path, part: int, workers: int | None = None) -> list[str]
     the GIL): the whole file checked in a fraction of one sha256's time on a many-core machine."""
     from concurrent.futures import ThreadPoolExecutor
     starts = range(0, max(Path(path).stat().st_size, 1), part)
-    with ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as ex:
+    from ..runtime.threads import cores
+    with ThreadPoolExecutor(max_workers=workers or min(16, cores())) as ex:
         return list(ex.map(lambda s: sha256_file(path, start=s, length=part), starts))
 
 

@@ -1,9 +1,7 @@
 """The Python API: `Pipeline.from_pretrained(...)` and the `Grid` it returns."""
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,6 +13,7 @@ from .. import __version__
 from ..model.config import GridConfig
 from ..model.weights import ModelSource, load_model, resolve, sha256_file
 from ..sampler import DEFAULT_SHIFT, fill  # noqa: F401  (DEFAULT_SHIFT: re-exported, part of this module's API)
+from .threads import in_background
 
 DEFAULT_STEPS = 16
 
@@ -56,19 +55,6 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
-def _in_background(fn, *args) -> Future:
-    """fn(*args) in a daemon thread (an interrupted run does not wait for it); its result or error in a Future."""
-    fut: Future = Future()
-
-    def run():
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as e:  # noqa: BLE001  (handed to whoever asks for the result)
-            fut.set_exception(e)
-    threading.Thread(target=run, daemon=True, name="fourreal-background").start()
-    return fut
-
-
 class Pipeline:
     """Two videos in, a V x T grid out."""
 
@@ -84,7 +70,7 @@ class Pipeline:
         self.first_step_s = None            # first step of the first window since reset to None, synchronized (s)
         self._weights_sha256 = None         # Future: the weights file's sha256 for meta.json, hashed while we denoise
         if source.trained:                  # (0.8 GB of paper-preset weights: 1.4 s that would follow the last step)
-            self._weights_sha256 = _in_background(sha256_file, source.weights_path)
+            self._weights_sha256 = in_background(sha256_file, source.weights_path)
 
     def _kernel_denoiser(self, *args):
         """The model with its grid ops routed to the `fourreal::` custom ops (our CUDA kernels)."""

@@ -25,16 +25,17 @@ def sigma_schedule(steps: int, shift: float = 1.0) -> torch.Tensor:
 def initial_noise(shape, seed: int) -> torch.Tensor:
     """Noise drawn on the CPU from `seed`, so a seed gives the same start on every device (taken from a
     `prefetch_noise` of the same shape and seed if one was started)."""
+    key = (tuple(shape), int(seed))
     with _lock:
-        pending = _prefetched.pop((tuple(shape), int(seed)), None)
-    return pending.result() if pending is not None else _draw(shape, seed)
+        pending = _prefetched.pop(key, None)
+    return pending.result() if pending is not None else _draw(*key)
 
 
 def _draw(shape, seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
-_prefetched: dict = {}   # (shape, seed) -> Future of initial_noise(shape, seed)
+_prefetched: dict = {}   # at most one: (shape, seed) -> Future of initial_noise(shape, seed)
 _lock = threading.Lock()
 
 
@@ -42,19 +43,13 @@ def prefetch_noise(shape, seed: int) -> None:
     """Starts drawing `initial_noise(shape, seed)` in a thread (the CPU draw of a paper-preset window takes
     0.1-0.3 s), for a caller that knows its first window before its model is loaded; the next `initial_noise` with
     the same shape and seed takes it. One at a time: a new prefetch drops an earlier one not taken (a run that
-    failed before its first window)."""
-    from concurrent.futures import Future
-    key, fut = (tuple(shape), int(seed)), Future()
-
-    def draw():      # a daemon thread (not an executor's, which interpreter exit would wait for)
-        try:
-            fut.set_result(_draw(*key))
-        except BaseException as e:  # noqa: BLE001  (re-raised by the initial_noise that takes it)
-            fut.set_exception(e)
+    failed before its first window); an error is re-raised by the `initial_noise` that takes it."""
+    from ..runtime.threads import in_background
+    key = (tuple(shape), int(seed))
+    fut = in_background(_draw, *key, name="fourreal-noise")
     with _lock:
         _prefetched.clear()
         _prefetched[key] = fut
-    threading.Thread(target=draw, name="fourreal-noise", daemon=True).start()
 
 
 @torch.no_grad()
