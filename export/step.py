@@ -77,11 +77,11 @@ def block_apply(x, mod, cos, sin, axis: str, heads: int, qkv_w, qkv_b, proj_w, p
     A weight is a tensor, or in FP8 engines an FP8Linear layer (ops/fp8.py) with its bias None; FP8 engines run the
     attention core in e4m3 too (ops.grid_attention_fp8), as `generate --fp8` does."""
     fp8 = isinstance(qkv_w, FP8Linear)                                          # an FP8 engine's layer
-    lin = lambda a, w, b: w(a) if isinstance(w, FP8Linear) else F.linear(a, w, b)   # noqa: E731
 
     def attend(h, x, g):                                                        # `Attention.forward`
         B, V, T, N, D = h.shape
-        q, k, v = lin(h, qkv_w, qkv_b).view(B, V, T, N, 3, heads, D // heads).unbind(4)   # [B, V, T, N, H, hd]
+        qkv = qkv_w(h) if fp8 else F.linear(h, qkv_w, qkv_b)                    # [B, V, T, N, 3D]
+        q, k, v = qkv.view(B, V, T, N, 3, heads, D // heads).unbind(4)         # [B, V, T, N, H, hd]
         o = (ops.grid_attention_fp8 if fp8 else ops.grid_attention)(q, k, v, cos, sin, axis).flatten(-2)  # [B, V, T, N, D]
         if isinstance(proj_w, FP8Linear):                                       # x + g ⊙ proj(o)
             return gated_linear(x, o, proj_w, g)

@@ -231,25 +231,27 @@ def _write_pieces(d: Path, frames: np.ndarray, fps: float, procs) -> None:
     if procs is not None:
         frames.tofile(d / RAW)
         src = (str(d / RAW), frames.shape)
-    with ThreadPoolExecutor(max_workers=min(32, cores())) as threads:
-        ex = procs or threads
-        jobs = [ex.submit(_piece, "grid", d, src, 0, fps),
-                threads.submit(np.savez, d / "grid.npz", frames=frames)]   # uncompressed: see write_outputs
-        jobs += [ex.submit(_piece, kind, d, src, i, fps) for kind, n in (("view", V), ("time", T)) for i in range(n)]
-        uris = [ex.submit(_piece, "jpeg", d, src, v, fps) for v in range(V)]                 # viewer frames
-        jobs += uris + [threads.submit(lambda: (d / "viewer.html").write_text(  # queued after its frames: it
-            viewer_html(frames, fps, [u.result() for u in uris]), encoding="utf-8"))]  # only waits on running jobs
-        try:
-            wait(jobs, return_when=FIRST_EXCEPTION)
-        finally:
-            for job in jobs:                                  # a failure (or an interrupt): start nothing more,
-                job.cancel()
-            wait(jobs)                                        # and let what runs finish
-        for job in jobs:
-            if not job.cancelled():
-                job.result()                                  # re-raises the failure
-    if procs is not None:
-        (d / RAW).unlink()
+    try:                                                      # (RAW: only with writer processes)
+        with ThreadPoolExecutor(max_workers=min(32, cores())) as threads:
+            ex = procs or threads
+            jobs = [ex.submit(_piece, "grid", d, src, 0, fps),
+                    threads.submit(np.savez, d / "grid.npz", frames=frames)]   # uncompressed: see write_outputs
+            jobs += [ex.submit(_piece, kind, d, src, i, fps)
+                     for kind, n in (("view", V), ("time", T)) for i in range(n)]
+            uris = [ex.submit(_piece, "jpeg", d, src, v, fps) for v in range(V)]                 # viewer frames
+            jobs += uris + [threads.submit(lambda: (d / "viewer.html").write_text(  # queued after its frames: it
+                viewer_html(frames, fps, [u.result() for u in uris]), encoding="utf-8"))]  # only waits on running jobs
+            try:
+                wait(jobs, return_when=FIRST_EXCEPTION)
+            finally:
+                for job in jobs:                                  # a failure (or an interrupt): start nothing more,
+                    job.cancel()
+                wait(jobs)                                        # and let what runs finish
+            for job in jobs:
+                if not job.cancelled():
+                    job.result()                                  # re-raises the failure
+    finally:
+        (d / RAW).unlink(missing_ok=True)
 
 
 _writers: dict = {}   # "pool": the writer processes once they are up; "starting": the thread starting them
@@ -324,7 +326,6 @@ def _write_all(d: Path, frames: np.ndarray, meta: dict, fps: float, processes: b
         _writers.pop("pool", None)
         procs.shutdown(wait=True)                             # none of its workers writes any more
         _write_pieces(d, frames, fps, None)
-        (d / RAW).unlink(missing_ok=True)
     video = {"codec": video_codec(), "pix_fmt": "yuv420p", "crf": CRF if video_codec() == "libx264" else None,
              "odd_sizes": "edge-padded by one pixel at the bottom/right to even"}
     out_meta = {**meta, "axes": {"frames": ["view", "time", "height", "width", "rgb"]},

@@ -30,7 +30,7 @@ DESCALE_O = 6          # descale o, amax q, k, v
 UID_Q, UID_SCALARS, UID_O, UID_AMAX = 1, 4, 10, 11
 
 _graphs: dict = {}     # (device, S, H, L, hd) -> (graph, workspace bytes)
-_building: dict = {}   # (device, S, H, L, hd) -> Future of a build started by `prepare`
+_building: dict = {}   # (device, S, H, L, hd) -> Future of a build under way (by `prepare` or a first call)
 loaded: set = set()    # the keys whose graph came from a stored plan
 _lock = threading.Lock()       # guards the dicts above
 _cudnn_lock = threading.Lock() # one user of the cuDNN handles at a time: a background build and a call's execute
@@ -102,8 +102,8 @@ def _handle(device: torch.device):
 def prepare(cfg, device: torch.device, batch: int = 1, plans=None) -> None:
     """Starts building the graphs a [batch, V, T] grid of `cfg` (a GridConfig) attends with, both axes, in a
     background thread; the first call of a shape waits for its graph. plans: a function returning serialized plans
-    (`serialized_plans`) to load instead of building (an engine's checked file); if it raises, the error goes to
-    the first call. Nothing happens where the FP8 core is unusable."""
+    (`serialized_plans`) to load instead of building (an engine's checked file); if it raises, that is warned about
+    and the graphs are built. Nothing happens where the FP8 core is unusable."""
     if torch.device(device).type != "cuda":
         return
     device = _cuda(device)
