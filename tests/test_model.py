@@ -197,3 +197,11 @@ def test_prefetched_noise_is_the_seeded_draw():
     assert list(flow._prefetched) == [(tuple(shape), seed + 2)]              # the older one dropped
     assert not torch.equal(flow.initial_noise(shape, seed + 2), fresh)
     assert not flow._prefetched
+
+
+def test_to_model_range_is_the_cpu_formula_for_every_byte():
+    from fourreal_rt.sampler import to_model_range, to_uint8
+    b = torch.arange(256, dtype=torch.uint8).reshape(4, 8, 8)          # odd shape, every byte
+    x = to_model_range(b)
+    assert x.dtype == torch.float32 and x.shape == b.shape
+    assert torch.equal(x, b.float() / 127.5 - 1.0) and torch.equal(to_uint8(x), b)

@@ -78,9 +78,13 @@ def sample(denoiser: Callable, known: torch.Tensor, mask: torch.Tensor, *, steps
     return x
 
 
+_RANGE = torch.arange(256, dtype=torch.float32) / 127.5 - 1.0   # [256]: each byte's value, computed on the CPU
+
+
 def to_model_range(frames_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 frames -> float32 in [-1, 1]."""
-    return frames_u8.float() / 127.5 - 1.0
+    """uint8 frames -> float32 in [-1, 1], the same values on every device (looked up in a table made on the CPU:
+    CUDA's division by a scalar can round a value one float32 step away from the CPU's)."""
+    return _RANGE.to(frames_u8.device)[frames_u8.int()]
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +102,6 @@ def fill(denoiser: Callable, known_u8: torch.Tensor, mask: torch.Tensor, *, step
     with torch.inference_mode():                                      # converted on the device: 1 byte a value moved
         known_d, mask_d = known_u8.to(device), mask.to(device)
         m = mask_d[..., None, None, None]                             # [B, V, T, 1, 1, 1]
-        lut = to_model_range(torch.arange(256, dtype=torch.uint8)).to(device)   # the CPU's values: CUDA's `/` by a
-        known = torch.where(m, lut[known_d.long()], torch.zeros((), device=device))  # scalar may round differently
+        known = torch.where(m, to_model_range(known_d), torch.zeros((), device=device))
         x0 = sample(denoiser, known, mask_d, steps=steps, seed=seed, shift=shift, dtype=dtype, progress=progress)
         return torch.where(m, known_d, to_uint8(x0)).cpu()
