@@ -199,6 +199,18 @@ def test_prefetched_noise_is_the_seeded_draw():
     assert not flow._prefetched
 
 
+def test_exit_while_noise_is_drawn_keeps_its_status():
+    """A run that fails while its first window's noise is still being drawn (a bad video, a damaged engine) exits with
+    its own status: a draw cut off inside torch at exit would abort the process (status 134)."""
+    import subprocess
+    import sys
+    code = ("import sys; from fourreal_rt.sampler.flow import prefetch_noise; "
+            "prefetch_noise((1, 8, 8, 288, 512, 3), 0); prefetch_noise((1, 8, 8, 288, 512, 3), 1); sys.exit(3)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stderr
+    assert "terminate" not in r.stderr
+
+
 def test_to_model_range_is_the_cpu_formula_for_every_byte():
     from fourreal_rt.sampler import to_model_range, to_uint8
     b = torch.arange(256, dtype=torch.uint8).reshape(4, 8, 8)          # odd shape, every byte

@@ -1,9 +1,12 @@
 """Small concurrency helpers shared by the loaders, the sampler and the writers."""
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from concurrent.futures import Future
+
+_wait_at_exit: set[Future] = set()   # in_background(..., wait_at_exit=True) work not finished yet
 
 
 def cores() -> int:
@@ -11,10 +14,14 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def in_background(fn, *args, name: str = "fourreal-background") -> Future:
+def in_background(fn, *args, name: str = "fourreal-background", wait_at_exit: bool = False) -> Future:
     """fn(*args) in a daemon thread (an interrupted run does not wait for it, unlike an executor's thread); its result
-    or error in a Future."""
+    or error in a Future. wait_at_exit: the interpreter's exit waits for it first — for work inside PyTorch's native
+    code, where a daemon thread still running at exit aborts the process (exit status 134, not the caller's)."""
     fut: Future = Future()
+    if wait_at_exit:
+        _wait_at_exit.add(fut)
+        fut.add_done_callback(_wait_at_exit.discard)
 
     def run():
         try:
@@ -23,3 +30,9 @@ def in_background(fn, *args, name: str = "fourreal-background") -> Future:
             fut.set_exception(e)
     threading.Thread(target=run, daemon=True, name=name).start()
     return fut
+
+
+@atexit.register
+def _finish_pending() -> None:
+    for fut in list(_wait_at_exit):
+        fut.exception()   # waits; its result or error was for whoever asked

@@ -46,7 +46,7 @@ def prefetch_noise(shape, seed: int) -> None:
     failed before its first window); an error is re-raised by the `initial_noise` that takes it."""
     from ..runtime.threads import in_background
     key = (tuple(shape), int(seed))
-    fut = in_background(_draw, *key, name="fourreal-noise")
+    fut = in_background(_draw, *key, name="fourreal-noise", wait_at_exit=True)
     with _lock:
         _prefetched.clear()
         _prefetched[key] = fut
