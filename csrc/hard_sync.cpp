@@ -1,6 +1,7 @@
 // fourreal_C::hard_sync, eq. 8: x = W^v (y^v ⊙ (1 + s^v)) + W^t (y^t ⊙ (1 + s^t)) + b. Twin: twins.hard_sync.
-// The modulation is folded into the weight columns (a D x 2D table per batch, modulate_weight_kernel.cu), so the tokens
-// take one pass: x = y^v W'^v^T + b, then x += y^t W'^t^T, both reading y in place, no concatenation.
+// The modulation is folded into the weight columns (a D x 2D table per batch, modulate_weight_kernel.cu), and the two
+// streams' tokens side by side make one GEMM of K = 2D per batch: x is rounded once, as in the twin. (Two GEMMs, the
+// second adding into the first's bf16 output, rounded x twice: up to twice the twin's error on large outputs.)
 #include <torch/library.h>
 
 #include "modulate_weight.h"
@@ -29,11 +30,10 @@ at::Tensor hard_sync(const at::Tensor& y_v, const at::Tensor& y_t, const at::Ten
   FOURREAL_CUDA_CHECK(modulate_columns_launch(kernel_dtype(y_v), w.data_ptr(), m.data_ptr<float>(), w_mod.data_ptr(),
                                               static_cast<int>(B), D, 2 * D, current_stream()));
   const at::Tensor b = bias.to(y_v.scalar_type());
-  const at::Tensor yv = y_v.reshape({B, R, D}), yt = y_t.reshape({B, R, D});  // views when rows collapse
+  const at::Tensor z = at::cat({y_v.reshape({B, R, D}), y_t.reshape({B, R, D})}, -1);   // [B, R, 2D]
   for (int64_t i = 0; i < B; ++i) {
     at::Tensor o = out[i];                                                       // [R, D]
-    at::addmm_out(o, b, yv[i], w_mod[i].narrow(1, 0, D).t());                    // y^v W'^v^T + b
-    o.addmm_(yt[i], w_mod[i].narrow(1, D, D).t());                               // + y^t W'^t^T
+    at::addmm_out(o, b, z[i], w_mod[i].t());                                     // [y^v | y^t] W'^T + b
   }
   return out.view(y_v.sizes());
 }
