@@ -8,7 +8,9 @@
 # RUNTIME (build-engine --runtime, default auto: no AOTInductor on CUDA) and CONFIGS (default "engine eager
 # compile") narrow a re-run; BENCH_ARGS go to bench_e2e.py (e.g. --reuse on a warm machine). TESTS=1: then the
 # kernel tests (tests/test_kernels.py) in what is left of BUDGET. WRITE=1: benchmarks/bench_write.py too (where writing
-# the grid spends its time; ~20 s). FOURREAL_CUDA_ARCHS (default 90a) for the build.
+# the grid spends its time; ~20 s). STEP=1: benchmarks/bench_step.py without torch.compile and the fp32 reference (the
+# step's routes and its kernel breakdown; ~90 s). GEMM_PROBE=1: benchmarks/probe_fp8_gemm.cu against torch's cuBLASLt
+# (every algorithm for the step's e4m3 GEMMs; ~30 s). FOURREAL_CUDA_ARCHS (default 90a) for the build.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_engine_out}
 mkdir -p "$OUT"
@@ -59,6 +61,20 @@ run() {
   if [ "${WRITE:-0}" = 1 ]; then
     log "bench_write"
     timeout 120 python3 benchmarks/bench_write.py --preset paper --reps 3 --out "$OUT"
+  fi
+
+  if [ "${STEP:-0}" = 1 ]; then
+    log "bench_step (no compile, no fp32 reference)"
+    timeout 170 python3 benchmarks/bench_step.py --no-compile --no-ref --iters 5 > "$OUT/bench_step.log" 2>&1
+    grep -vE "Warning|warn_once" "$OUT/bench_step.log" | tail -48
+  fi
+  if [ "${GEMM_PROBE:-0}" = 1 ]; then   # linked against the cuBLASLt torch loads (its wheel), not the toolkit's
+    local lt
+    lt=$(python3 -c "import glob, os, torch; print(sorted(glob.glob(os.path.dirname(torch.__file__) + '/../nvidia/**/libcublasLt.so.*', recursive=True))[0])")
+    log "probe_fp8_gemm ($lt)"
+    nvcc -O2 -std=c++17 -arch=sm_90a benchmarks/probe_fp8_gemm.cu "$lt" -Xlinker -rpath="$(dirname "$lt")" \
+      -o /tmp/probe_fp8_gemm && timeout 120 /tmp/probe_fp8_gemm > "$OUT/probe_fp8_gemm.log" 2>&1
+    cat "$OUT/probe_fp8_gemm.log"
   fi
 
   left=$((BUDGET - ($(date +%s) - T0)))
