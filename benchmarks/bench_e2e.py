@@ -107,10 +107,11 @@ def make_videos(preset: str, directory: str, device: str) -> tuple[str, str, np.
 # ---- one configuration in a fresh process ---------------------------------------------------------------------------
 
 def child(a) -> None:
-    """Runs the CLI in this process (with the torch.compile hook for `compile`), then writes peak memory."""
-    import torch
-
+    """Runs the CLI in this process (with the torch.compile hook for `compile`), then writes peak memory. torch is
+    imported by the CLI itself, as in the program (which starts CUDA's context beside that import)."""
     if a.config == "compile":
+        import torch
+
         from fourreal_rt.runtime import pipeline as P
 
         plain = P.Pipeline.from_pretrained.__func__
@@ -143,6 +144,8 @@ def child(a) -> None:
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(30)      # the slow calls themselves
         with open(a.profile, "w") as f:
             f.write(buf.getvalue())
+    import torch
+
     rep = {"exit": code}
     if torch.cuda.is_available():
         rep.update(peak_alloc_gib=round(torch.cuda.max_memory_allocated() / 2 ** 30, 2),

@@ -214,3 +214,15 @@ def test_damaged_model_is_exit_5_and_writes_nothing(videos, tmp_path, damage):
     r = run("generate", row, col, "-o", tmp_path / "OUT", "--model", d, "--quiet")
     assert r.exit_code == 5, r.output
     assert "model.safetensors" in r.output and not (tmp_path / "OUT").exists()
+
+
+def test_cuda_start_needs_no_torch():
+    """generate starts CUDA's context through the driver alone, beside `import torch` (runtime/cuda_driver.py): it
+    imports no torch, and where there is no driver (CPU machines) it is a no-op."""
+    import subprocess
+    import sys
+    code = ("import sys; from fourreal_rt.runtime import cuda_driver; f = cuda_driver.start(); "
+            "assert 'torch' not in sys.modules; print(None if f is None else f.result(timeout=60))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in (("True",) if torch.cuda.is_available() else ("None", "False")), r.stdout
