@@ -72,8 +72,9 @@ run() {
     local lt
     lt=$(python3 -c "import glob, os, torch; print(sorted(glob.glob(os.path.dirname(torch.__file__) + '/../nvidia/**/libcublasLt.so.*', recursive=True))[0])")
     log "probe_fp8_gemm ($lt)"
-    nvcc -O2 -std=c++17 -arch=sm_90a benchmarks/probe_fp8_gemm.cu "$lt" -Xlinker -rpath="$(dirname "$lt")" \
-      -o /tmp/probe_fp8_gemm && timeout 120 /tmp/probe_fp8_gemm > "$OUT/probe_fp8_gemm.log" 2>&1
+    mkdir -p /tmp/ltlib && ln -sf "$lt" /tmp/ltlib/libcublasLt.so
+    nvcc -O2 -std=c++17 -arch=sm_90a benchmarks/probe_fp8_gemm.cu -L/tmp/ltlib -lcublasLt \
+      -Xlinker -rpath="$(dirname "$lt")" -o /tmp/probe_fp8_gemm && timeout 120 /tmp/probe_fp8_gemm > "$OUT/probe_fp8_gemm.log" 2>&1
     cat "$OUT/probe_fp8_gemm.log"
   fi
 

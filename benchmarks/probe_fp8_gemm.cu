@@ -1,7 +1,10 @@
 // Probe: how fast is each algorithm cuBLASLt offers for the step's e4m3 GEMMs (paper preset, 8x8 grid: 36,864 token
-// rows), against the one its heuristic ranks first (the one torch._scaled_mm and fourreal_C::linear_residual_fp8 run)?
-// Row-wise (outer-vector) fp32 scales, fast accumulation, bf16 bias epilogue, bf16 output; fc2 and proj also with the
-// residual as C (beta = 1), as linear_residual_fp8 runs them. CUDA-event timing, median of 20 after 3 warm-ups.
+// rows), against the one its heuristic ranks first (the one torch._scaled_mm runs, FP8Linear's GEMM)?
+// Row-wise (outer-vector) fp32 scales, fast accumulation, bf16 bias epilogue, bf16 output; fc2 and proj also with a
+// gated residual as C (beta = 1), which would save the residual pass after them (session 10: cuBLAS 13 refused it); then
+// whether the GEMM can also write its output's amax (AMAX_D_POINTER), what an FP8 attention's per-tensor scales need.
+// CUDA-event timing, median of 20 after 3 warm-ups.
+//   GEMM_PROBE=1 bash benchmarks/gpu_engine.sh (links the cuBLASLt that torch loads), or with the toolkit's:
 //   nvcc -O2 -std=c++17 -arch=sm_90a benchmarks/probe_fp8_gemm.cu -lcublasLt -o /tmp/probe_fp8_gemm && /tmp/probe_fp8_gemm
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -25,12 +28,14 @@ __global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed, uint8_t mask) {
   }
 }
 
-struct Shape { const char* name; int64_t n_out, k; bool residual; };
+struct Shape { const char* name; int64_t n_out, k; bool residual, amax; };
 
 int main() {
   const int64_t rows = 36864;
-  const Shape shapes[] = {{"qkv", 3072, 1024, false}, {"fc1", 4096, 1024, false}, {"fc2", 1024, 4096, true},
-                          {"proj", 1024, 1024, true}};
+  const Shape shapes[] = {{"qkv", 3072, 1024, false, false}, {"fc1", 4096, 1024, false, false},
+                          {"fc2 + C", 1024, 4096, true, false}, {"fc2", 1024, 4096, false, false},
+                          {"proj + C", 1024, 1024, true, false}, {"qkv + amax", 3072, 1024, false, true},
+                          {"q alone + amax", 1024, 1024, false, true}};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("device %s, cuBLASLt %zu\n", prop.name, cublasLtGetVersion());
@@ -46,7 +51,7 @@ int main() {
     const int64_t m = s.n_out, n = rows, k = s.k;
     uint8_t *w, *a;
     void *c, *d, *bias;
-    float *sw, *sa;
+    float *sw, *sa, *amax;
     CK(cudaMalloc(&w, m * k));
     CK(cudaMalloc(&a, n * k));
     CK(cudaMalloc(&c, m * n * 2));
@@ -54,6 +59,7 @@ int main() {
     CK(cudaMalloc(&bias, m * 2));
     CK(cudaMalloc(&sw, m * 4));
     CK(cudaMalloc(&sa, n * 4));
+    CK(cudaMalloc(&amax, 4));
     fill_bytes<<<1024, 256>>>(w, m * k, 1, 0xb7);
     fill_bytes<<<1024, 256>>>(a, n * k, 2, 0xb7);
     CK(cudaMemset(c, 0, m * n * 2));
@@ -77,6 +83,7 @@ int main() {
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
     LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    if (s.amax) LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_AMAX_D_POINTER, &amax, sizeof(amax)));
     cublasLtMatrixLayout_t lw, la, lcd;
     LK(cublasLtMatrixLayoutCreate(&lw, CUDA_R_8F_E4M3, k, m, k));
     LK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, k, n, k));
@@ -88,7 +95,8 @@ int main() {
     const float* beta = s.residual ? &one : &zero;
     cublasLtMatmulHeuristicResult_t res[32];
     int found = 0;
-    LK(cublasLtMatmulAlgoGetHeuristic(lt, op, lw, la, lcd, lcd, pref, 32, res, &found));
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(lt, op, lw, la, lcd, lcd, pref, 32, res, &found);
+    if (hs != CUBLAS_STATUS_SUCCESS) std::printf("%s: heuristic refused (status %d)\n", s.name, int(hs));
     const double flop = 2.0 * m * n * k;
     std::printf("%s: [%lld x %lld] x [%lld x %lld]^T%s, %d algorithms\n", s.name, (long long)n, (long long)k,
                 (long long)m, (long long)k, s.residual ? " + C" : "", found);
@@ -96,11 +104,13 @@ int main() {
     int best_i = -1;
     for (int i = 0; i < found; ++i) {
       if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
-      bool ok = true;
-      for (int r = 0; r < 3 && ok; ++r)
-        ok = cublasLtMatmul(lt, op, &one, w, lw, a, la, beta, c, lcd, d, lcd, &res[i].algo, ws, ws_bytes, 0) ==
-             CUBLAS_STATUS_SUCCESS;
-      if (!ok || cudaDeviceSynchronize() != cudaSuccess) { std::printf("  algo %2d: failed\n", i); continue; }
+      cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+      for (int r = 0; r < 3 && st == CUBLAS_STATUS_SUCCESS; ++r)
+        st = cublasLtMatmul(lt, op, &one, w, lw, a, la, beta, c, lcd, d, lcd, &res[i].algo, ws, ws_bytes, 0);
+      if (st != CUBLAS_STATUS_SUCCESS || cudaDeviceSynchronize() != cudaSuccess) {
+        std::printf("  algo %2d: cublasLtMatmul refused it: %s\n", i, cublasLtGetStatusString(st));
+        continue;
+      }
       std::vector<float> t;
       for (int r = 0; r < 20; ++r) {
         CK(cudaEventRecord(e0));
@@ -126,7 +136,12 @@ int main() {
     cublasLtMatrixLayoutDestroy(la);
     cublasLtMatrixLayoutDestroy(lcd);
     cublasLtMatmulDescDestroy(op);
-    cudaFree(w); cudaFree(a); cudaFree(c); cudaFree(d); cudaFree(bias); cudaFree(sw); cudaFree(sa);
+    if (s.amax && best_i >= 0) {
+      float h;
+      CK(cudaMemcpy(&h, amax, 4, cudaMemcpyDeviceToHost));
+      std::printf("  amax written: %g\n", h);
+    }
+    cudaFree(w); cudaFree(a); cudaFree(c); cudaFree(d); cudaFree(bias); cudaFree(sw); cudaFree(sa); cudaFree(amax);
   }
   return 0;
 }
