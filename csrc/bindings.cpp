@@ -31,10 +31,6 @@ TORCH_LIBRARY(fourreal_C, m) {
   // x + gate * (a W^T + bias) in one cuBLASLt GEMM (residual and bias in its epilogue, gate folded into W).
   // x: [B, ..., N]; a: [B, ..., K]; weight: [N, K]; bias: [N]; gate: [B, N].
   m.def("linear_residual(Tensor x, Tensor a, Tensor weight, Tensor? bias, Tensor? gate) -> Tensor");
-  // The same with e4m3 operands (an FP8 linear): x + gate * (a_scale * w_scale * (aq wq^T) + bias). aq: [M, K] e4m3,
-  // a_scale: [M, 1] fp32; wq: [N, K] e4m3, w_scale: [1, N] fp32; x: bf16 [B, ..., N] with M rows.
-  m.def("linear_residual_fp8(Tensor x, Tensor aq, Tensor a_scale, Tensor wq, Tensor w_scale, Tensor? bias, "
-        "Tensor? gate) -> Tensor");
   // Soft sync (eqs. 9-10): returns (y_v + Δy_v, y_t + Δy_t). mod: [B, 4D]; weight: [2D, 2D]; bias: [2D].
   m.def("soft_sync(Tensor y_v, Tensor y_t, Tensor mod, Tensor weight, Tensor bias, float eps) -> (Tensor, Tensor)");
   // Hard sync (eq. 8): the merged stream. mod: [B, 2D]; weight: [D, 2D]; bias: [D].

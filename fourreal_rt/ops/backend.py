@@ -144,8 +144,6 @@ def register_cuda_kernels() -> bool:
         lambda y_v, y_t, mod, weight, bias: torch.empty_like(y_v, memory_format=torch.contiguous_format))
     torch.library.register_fake("fourreal_C::linear_residual")(
         lambda x, a, weight, bias, gate: torch.empty_like(x, memory_format=torch.contiguous_format))
-    torch.library.register_fake("fourreal_C::linear_residual_fp8")(
-        lambda x, aq, a_scale, wq, w_scale, bias, gate: torch.empty_like(x, memory_format=torch.contiguous_format))
     torch.library.register_fake("fourreal_C::rope_pack")(lambda *args: None)
     torch.library.register_fake("fourreal_C::rope_pack_fp8")(lambda *args: None)
     torch.library.register_fake("fourreal_C::modulated_layernorm_fp8")(lambda *args: None)

@@ -8,10 +8,8 @@ are exactly those expressions (the residual through `ops.gated_residual`). Insid
     read and one write of the [tokens, 4D] hidden activation; the gated residual runs in the epilogue of the last
     linear's GEMM (`fourreal_C::linear_residual`, csrc/linear_residual.cpp: x is the GEMM's C, the gate folded into
     the weight rows), which saves writing the linear's output and reading it back (backend.settings["gemm_residual"]);
-  - FP8Linear layers (ops/fp8.py): the GELU is fused into the row-wise e4m3 quantization of fc2's input; the gated
-    residual runs in the epilogue of the e4m3 GEMM (`fourreal_C::linear_residual_fp8`: x is the GEMM's C, the gate
-    folded into the weight's per-channel scales; backend.settings["gemm_residual"] too); fc1's input comes quantized
-    from the LayerNorm (fp8.Quantized).
+  - FP8Linear layers (ops/fp8.py): the GELU is fused into the row-wise e4m3 quantization of fc2's input; the
+    residual stays our gated-residual kernel; fc1's input comes quantized from the LayerNorm (fp8.Quantized).
 """
 from __future__ import annotations
 
@@ -40,29 +38,10 @@ def linear_residual(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias
     return ops.gated_residual(x, F.linear(a, weight, bias), gate)
 
 
-def fp8_linear_residual(x: torch.Tensor | None, aq: torch.Tensor, a_scale: torch.Tensor, linear: FP8Linear,
-                        gate: torch.Tensor | None, lead) -> torch.Tensor:
-    """x + gate ⊙ linear(a) from a's e4m3 rows (or linear(a) alone with x None), on CUDA. aq: [M, K] e4m3; a_scale:
-    [M, 1]; lead: a's leading shape [B, ...]; x: [*lead, N]; gate: [B, N]. Returns [*lead, N].
-    Where cuBLASLt takes no C matrix with row-wise e4m3 scales (on the H100 with cuBLAS 13: small row counts; the
-    paper shapes run), the product and the residual run as two passes."""
-    if x is not None and backend.settings["gemm_residual"] and x.dtype == linear.out_dtype == torch.bfloat16:
-        try:
-            return torch.ops.fourreal_C.linear_residual_fp8(x, aq, a_scale, linear.weight_q, linear.weight_scale,
-                                                            linear.bias, gate)
-        except RuntimeError as e:  # refused on the host, before any launch (remembered per shape in csrc)
-            if "not supported" not in str(e):
-                raise
-    return _residual(x, linear.forward_quantized(aq, a_scale).view(*lead, -1), gate)
-
-
 def gated_linear(x: torch.Tensor, a: torch.Tensor, linear: nn.Module, gate: torch.Tensor) -> torch.Tensor:
     """x + gate ⊙ linear(a) for an nn.Linear or FP8Linear `linear`. x: [B, ..., N]; a: [B, ..., K]; gate: [B, N]."""
     if type(linear) is nn.Linear:
         return linear_residual(x, a, linear.weight, linear.bias, gate)
-    if isinstance(linear, FP8Linear) and _fast(a) and backend.load() is not None:
-        aq, a_scale = quantize_rowwise(a.reshape(-1, a.shape[-1]))             # [M, K] e4m3, [M, 1]
-        return fp8_linear_residual(x, aq, a_scale, linear, gate, a.shape[:-1])
     return ops.gated_residual(x, linear(a), gate)
 
 
@@ -74,7 +53,7 @@ def mlp(h: torch.Tensor, fc1: nn.Module, fc2: nn.Module, x: torch.Tensor | None 
         a = fc1(h)                                                             # [B, ..., hidden]
         if isinstance(fc2, FP8Linear) and _fast(a) and backend.load() is not None:
             aq, a_scale = quantize_rowwise(a.reshape(-1, a.shape[-1]), gelu=True)   # GELU fused into the quantization
-            return fp8_linear_residual(x, aq, a_scale, fc2, gate, a.shape[:-1])
+            return _residual(x, fc2.forward_quantized(aq, a_scale).view(*a.shape[:-1], -1), gate)
         return _residual(x, fc2(F.gelu(a, approximate="tanh")), gate)
     if _fast(h) and type(fc1) is nn.Linear and type(fc2) is nn.Linear:
         return linear_mlp(h, fc1.weight, fc1.bias, fc2.weight, fc2.bias, x, gate)
