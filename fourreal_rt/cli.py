@@ -81,17 +81,9 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         start_cuda()
     from pathlib import Path
 
-    from .export.engine import EngineError
-    from .io.outputs import check_output_dir
-    from .io.video import InputError, probe, read_inputs
-    from .model.weights import ModelNotFoundError, resolve
-    from .runtime.pipeline import DEFAULT_STEPS, Pipeline
-    from .runtime.windows import generate_grid, parse_grid, plan_windows
-
-    t0 = time.perf_counter()
-    engine = None
+    from .export.engine import EngineError, preflight, start_early
+    engine = early = None
     if engine_dir:  # the engine replaces the model; manifest, device and explicit options checked here, cheaply
-        from .export.engine import preflight
         explicit = click.get_current_context().get_parameter_source("model_name").name == "COMMANDLINE"
         try:
             engine, src = preflight(engine_dir, model_name=model_name if explicit else None, steps=steps,
@@ -101,6 +93,15 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         if fp8:
             raise click.BadParameter("an engine fixes its dtype at build time", param_hint="--fp8")
         steps = steps or engine["steps"]
+        if not dry_run:   # its skeleton, and the libraries' first use in a thread, beside the imports below
+            early = start_early(engine, device)
+    from .io.outputs import check_output_dir
+    from .io.video import InputError, probe, read_inputs
+    from .model.weights import ModelNotFoundError, resolve
+    from .runtime.pipeline import DEFAULT_STEPS, Pipeline
+    from .runtime.windows import generate_grid, parse_grid, plan_windows
+
+    t0 = time.perf_counter()
     steps = steps or DEFAULT_STEPS
     try:  # everything cheap is checked before any weight is loaded
         if engine is None:
@@ -135,16 +136,10 @@ def generate(row, col, out_dir, model_name, steps, seed, device, dtype, grid_siz
         fail(EXIT_OUTPUT, str(e))
     from .sampler.flow import prefetch_noise   # the first window's noise, drawn while the inputs and weights load
     prefetch_noise((1, *plan.window, cfg.frame_h, cfg.frame_w, 3), plan.windows[0].seed)
-    early = None
-    if engine is not None:  # the engine's skeleton, CUDA's start and library warm-up, while the videos decode
-        from .export.engine import start_early
-        early = start_early(engine, device)
     try:
         row_f, col_f, report = read_inputs(row, col, V, T, (cfg.frame_h, cfg.frame_w), probed)
     except InputError as e:
-        if early is not None:
-            early.join()                   # not left inside CUDA's start at exit
-        fail(EXIT_INPUT, str(e))
+        fail(EXIT_INPUT, str(e))           # (an engine's warm-up, if started, is waited for at exit)
     for w in report.get("warnings", []):
         click.echo(f"warning: {w}", err=True)
     if not src.trained:
