@@ -252,7 +252,7 @@ def main(argv=None):
 
     base = ["generate", row, col, "--seed", str(a.seed), "--steps", str(a.steps), "--json", "--quiet",
             "--overwrite", "--device", dev]
-    for name in [c_ for c_ in a.configs if c_ in ENGINES]:
+    for name in dict.fromkeys(c_ for c_ in a.configs if c_ in ENGINES):     # each engine once, however often it runs
         engine_dir = os.path.join(a.work, name)
         cmd = [sys.executable, "-m", "fourreal_rt.cli", "build-engine", "--model", model_dir, "--steps", str(a.steps),
                "--device", dev, "--runtime", a.runtime, *ENGINES[name], "-o", engine_dir, "--overwrite"]

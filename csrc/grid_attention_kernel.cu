@@ -1,6 +1,9 @@
-// RoPE + pack and the output gather of grid attention: one thread per VEC-channel chunk of one (token, head),
-// 16-byte loads and stores, output written in its own (contiguous) order so that writes coalesce. The FP8 variants
-// (TO / TI = uint8_t: e4m3 bytes) scale by the per-tensor amax of an amax pass over the same inputs.
+// RoPE + pack and the output gather of grid attention: one thread per K consecutive VEC-channel chunks of one
+// (token, head), 16-byte loads and stores, output written in its own (contiguous) order so that writes coalesce. The
+// FP8 variants (TO / TI = uint8_t: e4m3 bytes) scale by the per-tensor amax of an amax pass over the same inputs.
+// K = 4 where a head's chunks allow (K = 1 otherwise): the index arithmetic (six divisions per group) is shared by K
+// chunks. At one chunk a thread it took most of the SMs' issue slots, holding these memory-bound kernels to 56-70 %
+// of the copy bandwidth (paper shapes, H100, session 10).
 #include <algorithm>
 #include <type_traits>
 
@@ -25,11 +28,11 @@ __device__ __forceinline__ int64_t grid_offset(Idx i, int nchunk, int H, int N, 
 
 // TO = T: plain pack; TO = uint8_t: e4m3 output, each tensor scaled by 448 / its amax (scalars[kAmaxQ + which], from
 // rope_amax_kernel), and the first thread writes cuDNN's FP8 scalars.
-template <typename T, typename TO, int VEC, typename Idx>
+template <typename T, typename TO, int VEC, int K, typename Idx>
 __global__ void __launch_bounds__(256) rope_pack_kernel(const RopePackParams p, float* __restrict__ scalars) {
   constexpr bool kFp8 = std::is_same_v<TO, uint8_t>;
   const int which = blockIdx.y;  // 0: q, 1: k, 2: v
-  const int nchunk = p.hd / VEC;
+  const int nchunk = p.hd / (VEC * K);  // groups of K chunks a head
   const Idx total = static_cast<Idx>(p.B) * p.V * p.T * p.N * p.H * nchunk;
   const int64_t* st = p.src_strides[which];
   const T* __restrict__ src = static_cast<const T*>(p.src[which]);
@@ -52,9 +55,9 @@ __global__ void __launch_bounds__(256) rope_pack_kernel(const RopePackParams p, 
   }
   for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<Idx>(gridDim.x) * blockDim.x) {
-    // i runs over the output [S, L, H, hd / VEC]: decompose into (chunk, h, n, then the two grid axes)
+    // i runs over the output [S, L, H, hd / (VEC K)]: decompose into (group, h, n, then the two grid axes)
     Idx r = i;
-    const int c = static_cast<int>(r % nchunk); r /= nchunk;
+    const int c = static_cast<int>(r % nchunk) * K; r /= nchunk;  // its first chunk
     const int h = static_cast<int>(r % p.H); r /= p.H;
     const int n = static_cast<int>(r % p.N); r /= p.N;
     int b, v, t;
@@ -66,27 +69,35 @@ __global__ void __launch_bounds__(256) rope_pack_kernel(const RopePackParams p, 
       t = static_cast<int>(r % p.T); b = static_cast<int>(r / p.T);
     }
     const T* s = src + b * st[0] + v * st[1] + t * st[2] + n * st[3] + h * st[4] + c * VEC;
-    float x[VEC];
-    load_vec<T, VEC>(s, x);
+    float x[K][VEC];
+#pragma unroll
+    for (int k = 0; k < K; ++k) load_vec<T, VEC>(s + k * VEC, x[k]);
     if (rotate) {
       const int f = p.axis == kAxisTime ? t : v;  // frame index along the attended axis
       const int64_t tab = (static_cast<int64_t>(f) * p.N + n) * half + c * (VEC / 2);
-      float cs[VEC / 2], sn[VEC / 2];
-      load_f32<VEC / 2>(p.cos + tab, cs);
-      load_f32<VEC / 2>(p.sin + tab, sn);
 #pragma unroll
-      for (int j = 0; j < VEC / 2; ++j) {
-        const float a = x[2 * j], bb = x[2 * j + 1];
-        x[2 * j] = a * cs[j] - bb * sn[j];
-        x[2 * j + 1] = a * sn[j] + bb * cs[j];
+      for (int k = 0; k < K; ++k) {
+        float cs[VEC / 2], sn[VEC / 2];
+        load_f32<VEC / 2>(p.cos + tab + k * (VEC / 2), cs);
+        load_f32<VEC / 2>(p.sin + tab + k * (VEC / 2), sn);
+#pragma unroll
+        for (int j = 0; j < VEC / 2; ++j) {
+          const float a = x[k][2 * j], bb = x[k][2 * j + 1];
+          x[k][2 * j] = a * cs[j] - bb * sn[j];
+          x[k][2 * j + 1] = a * sn[j] + bb * cs[j];
+        }
       }
     }
-    if constexpr (kFp8) {
+    TO* d = dst + static_cast<int64_t>(i) * (K * VEC);
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) x[j] *= mul;
-      store_fp8<VEC>(dst + static_cast<int64_t>(i) * VEC, x);
-    } else {
-      store_vec<TO, VEC>(dst + static_cast<int64_t>(i) * VEC, x);
+    for (int k = 0; k < K; ++k) {
+      if constexpr (kFp8) {
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) x[k][j] *= mul;
+        store_fp8<VEC>(d + k * VEC, x[k]);
+      } else {
+        store_vec<TO, VEC>(d + k * VEC, x[k]);
+      }
     }
   }
 }
@@ -94,10 +105,10 @@ __global__ void __launch_bounds__(256) rope_pack_kernel(const RopePackParams p, 
 // Per-tensor amax for rope_pack_kernel's FP8 output: for rotated tensors (q, k) the largest channel-pair norm, for
 // the others the largest |x|; block maxima combined with atomicMax on the float bits (non-negative floats order
 // as their bit patterns), into amax[which], zeroed before the launch.
-template <typename T, int VEC, typename Idx>
+template <typename T, int VEC, int K, typename Idx>
 __global__ void __launch_bounds__(256) rope_amax_kernel(const RopePackParams p, float* __restrict__ amax) {
   const int which = blockIdx.y;
-  const int nchunk = p.hd / VEC;
+  const int nchunk = p.hd / (VEC * K);  // groups of K chunks a head
   const Idx total = static_cast<Idx>(p.B) * p.V * p.T * p.N * p.H * nchunk;
   const int64_t* st = p.src_strides[which];
   const T* __restrict__ src = static_cast<const T*>(p.src[which]);
@@ -105,14 +116,19 @@ __global__ void __launch_bounds__(256) rope_amax_kernel(const RopePackParams p, 
   float m = 0.f;  // max of squared pair norms (pairs) or of |x|
   for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<Idx>(gridDim.x) * blockDim.x) {
-    float x[VEC];   // the source's own order
-    load_vec<T, VEC>(src + grid_offset<VEC>(i, nchunk, p.H, p.N, p.T, p.V, st), x);
-    if (pairs) {
+    const T* s = src + grid_offset<VEC * K>(i, nchunk, p.H, p.N, p.T, p.V, st);   // the source's own order
+    float x[K][VEC];
 #pragma unroll
-      for (int j = 0; j < VEC / 2; ++j) m = fmaxf(m, x[2 * j] * x[2 * j] + x[2 * j + 1] * x[2 * j + 1]);
-    } else {
+    for (int k = 0; k < K; ++k) load_vec<T, VEC>(s + k * VEC, x[k]);
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) m = fmaxf(m, fabsf(x[j]));
+    for (int k = 0; k < K; ++k) {
+      if (pairs) {
+#pragma unroll
+        for (int j = 0; j < VEC / 2; ++j) m = fmaxf(m, x[k][2 * j] * x[k][2 * j] + x[k][2 * j + 1] * x[k][2 * j + 1]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) m = fmaxf(m, fabsf(x[k][j]));
+      }
     }
   }
   __shared__ float smem[32];
@@ -121,9 +137,9 @@ __global__ void __launch_bounds__(256) rope_amax_kernel(const RopePackParams p, 
 }
 
 // TI = uint8_t: e4m3 input, each value times *scale on the way out.
-template <typename TI, typename TO, int VEC, typename Idx>
+template <typename TI, typename TO, int VEC, int K, typename Idx>
 __global__ void __launch_bounds__(256) grid_gather_kernel(const GridGatherParams p, const float* __restrict__ scale) {
-  const int nchunk = p.hd / VEC;
+  const int nchunk = p.hd / (VEC * K);  // groups of K chunks a head
   const Idx total = static_cast<Idx>(p.B) * p.V * p.T * p.N * p.H * nchunk;
   const TI* __restrict__ src = static_cast<const TI*>(p.src);
   TO* __restrict__ dst = static_cast<TO*>(p.dst);
@@ -131,16 +147,22 @@ __global__ void __launch_bounds__(256) grid_gather_kernel(const GridGatherParams
   const int64_t* st = p.src_strides;
   for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<Idx>(gridDim.x) * blockDim.x) {
-    const TI* s = src + grid_offset<VEC>(i, nchunk, p.H, p.N, p.T, p.V, st);   // output order: the grid's
-    float x[VEC];
-    if constexpr (std::is_same_v<TI, uint8_t>) {
-      load_fp8<VEC>(s, x);
+    const TI* s = src + grid_offset<VEC * K>(i, nchunk, p.H, p.N, p.T, p.V, st);   // output order: the grid's
+    float x[K][VEC];
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) x[j] *= mul;
-    } else {
-      load_vec<TI, VEC>(s, x);
+    for (int k = 0; k < K; ++k) {
+      if constexpr (std::is_same_v<TI, uint8_t>) load_fp8<VEC>(s + k * VEC, x[k]);
+      else load_vec<TI, VEC>(s + k * VEC, x[k]);
     }
-    store_vec<TO, VEC>(dst + static_cast<int64_t>(i) * VEC, x);
+    TO* d = dst + static_cast<int64_t>(i) * (K * VEC);
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      if constexpr (std::is_same_v<TI, uint8_t>) {
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) x[k][j] *= mul;
+      }
+      store_vec<TO, VEC>(d + k * VEC, x[k]);
+    }
   }
 }
 
@@ -154,60 +176,60 @@ bool strides_aligned(const int64_t* st, int n, int elems) {
   return true;
 }
 
+// Chunks a thread: 4 where each head's vectorized chunks divide into fours, else 1.
+constexpr int kGroup = 4;
+
 // TO = T (plain) or uint8_t (e4m3, after the amax pass into scalars[kAmaxQ..kAmaxV]).
+template <typename T, typename TO, int VEC, int K>
+cudaError_t rope_pack_k(const RopePackParams& p, float* scalars, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(p.B) * p.V * p.T * p.N * p.H * (p.hd / (VEC * K));
+  if (total == 0) return cudaSuccess;
+  const dim3 grid(grid_for(total, kThreads), p.ntensors);
+  const bool small = total * K < (int64_t(1) << 31);
+  if constexpr (std::is_same_v<TO, uint8_t>) {
+    float* amax = scalars + kAmaxQ;
+    const cudaError_t err = cudaMemsetAsync(amax, 0, 3 * sizeof(float), stream);
+    if (err != cudaSuccess) return err;
+    const dim3 agrid(std::min(grid.x, 1024u), p.ntensors);  // grid-stride: fewer blocks, fewer atomics
+    if (small) rope_amax_kernel<T, VEC, K, uint32_t><<<agrid, kThreads, 0, stream>>>(p, amax);
+    else rope_amax_kernel<T, VEC, K, uint64_t><<<agrid, kThreads, 0, stream>>>(p, amax);
+  }
+  if (small) rope_pack_kernel<T, TO, VEC, K, uint32_t><<<grid, kThreads, 0, stream>>>(p, scalars);
+  else rope_pack_kernel<T, TO, VEC, K, uint64_t><<<grid, kThreads, 0, stream>>>(p, scalars);
+  return cudaGetLastError();
+}
+
 template <typename T, typename TO>
 cudaError_t rope_pack_t(const RopePackParams& p, float* scalars, cudaStream_t stream) {
   constexpr int V = 16 / sizeof(T);
   bool vec = p.hd % V == 0 && ptr_aligned(p.cos, 16) && ptr_aligned(p.sin, 16);
   for (int w = 0; w < p.ntensors; ++w)
     vec = vec && ptr_aligned(p.src[w], 16) && ptr_aligned(p.dst[w], 16) && strides_aligned(p.src_strides[w], 5, V);
-  const int vec_elems = vec ? V : 2;
-  const int64_t total = static_cast<int64_t>(p.B) * p.V * p.T * p.N * p.H * (p.hd / vec_elems);
+  if (!vec) return rope_pack_k<T, TO, 2, 1>(p, scalars, stream);
+  if (p.hd % (V * kGroup) == 0) return rope_pack_k<T, TO, V, kGroup>(p, scalars, stream);
+  return rope_pack_k<T, TO, V, 1>(p, scalars, stream);
+}
+
+// TI = TO (plain) or uint8_t (e4m3 input times *scale).
+template <typename TI, typename TO, int VEC, int K>
+cudaError_t grid_gather_k(const GridGatherParams& p, const float* scale, cudaStream_t stream) {
+  const int64_t total = static_cast<int64_t>(p.B) * p.V * p.T * p.N * p.H * (p.hd / (VEC * K));
   if (total == 0) return cudaSuccess;
-  const dim3 grid(grid_for(total, kThreads), p.ntensors);
-  const bool small = total < (int64_t(1) << 31);
-  if constexpr (std::is_same_v<TO, uint8_t>) {
-    float* amax = scalars + kAmaxQ;
-    const cudaError_t err = cudaMemsetAsync(amax, 0, 3 * sizeof(float), stream);
-    if (err != cudaSuccess) return err;
-    const dim3 agrid(std::min(grid.x, 1024u), p.ntensors);  // grid-stride: fewer blocks, fewer atomics
-    if (vec) {
-      if (small) rope_amax_kernel<T, V, uint32_t><<<agrid, kThreads, 0, stream>>>(p, amax);
-      else rope_amax_kernel<T, V, uint64_t><<<agrid, kThreads, 0, stream>>>(p, amax);
-    } else {
-      if (small) rope_amax_kernel<T, 2, uint32_t><<<agrid, kThreads, 0, stream>>>(p, amax);
-      else rope_amax_kernel<T, 2, uint64_t><<<agrid, kThreads, 0, stream>>>(p, amax);
-    }
-  }
-  if (vec) {
-    if (small) rope_pack_kernel<T, TO, V, uint32_t><<<grid, kThreads, 0, stream>>>(p, scalars);
-    else rope_pack_kernel<T, TO, V, uint64_t><<<grid, kThreads, 0, stream>>>(p, scalars);
-  } else {
-    if (small) rope_pack_kernel<T, TO, 2, uint32_t><<<grid, kThreads, 0, stream>>>(p, scalars);
-    else rope_pack_kernel<T, TO, 2, uint64_t><<<grid, kThreads, 0, stream>>>(p, scalars);
-  }
+  const dim3 grid(grid_for(total, kThreads));
+  if (total * K < (int64_t(1) << 31)) grid_gather_kernel<TI, TO, VEC, K, uint32_t><<<grid, kThreads, 0, stream>>>(p, scale);
+  else grid_gather_kernel<TI, TO, VEC, K, uint64_t><<<grid, kThreads, 0, stream>>>(p, scale);
   return cudaGetLastError();
 }
 
-// TI = TO (plain) or uint8_t (e4m3 input times *scale). Vector width: 16-byte loads of TI, at most 8 elements.
+// Vector width: 16-byte loads of TI, at most 8 elements.
 template <typename TI, typename TO>
 cudaError_t grid_gather_t(const GridGatherParams& p, const float* scale, cudaStream_t stream) {
   constexpr int V = 16 / sizeof(TI) > 8 ? 8 : 16 / sizeof(TI);
   const bool vec = p.hd % V == 0 && ptr_aligned(p.src, V * sizeof(TI)) && ptr_aligned(p.dst, V * sizeof(TO)) &&
                    strides_aligned(p.src_strides, 5, V);
-  const int vec_elems = vec ? V : 1;
-  const int64_t total = static_cast<int64_t>(p.B) * p.V * p.T * p.N * p.H * (p.hd / vec_elems);
-  if (total == 0) return cudaSuccess;
-  const dim3 grid(grid_for(total, kThreads));
-  const bool small = total < (int64_t(1) << 31);
-  if (vec) {
-    if (small) grid_gather_kernel<TI, TO, V, uint32_t><<<grid, kThreads, 0, stream>>>(p, scale);
-    else grid_gather_kernel<TI, TO, V, uint64_t><<<grid, kThreads, 0, stream>>>(p, scale);
-  } else {
-    if (small) grid_gather_kernel<TI, TO, 1, uint32_t><<<grid, kThreads, 0, stream>>>(p, scale);
-    else grid_gather_kernel<TI, TO, 1, uint64_t><<<grid, kThreads, 0, stream>>>(p, scale);
-  }
-  return cudaGetLastError();
+  if (!vec) return grid_gather_k<TI, TO, 1, 1>(p, scale, stream);
+  if (p.hd % (V * kGroup) == 0) return grid_gather_k<TI, TO, V, kGroup>(p, scale, stream);
+  return grid_gather_k<TI, TO, V, 1>(p, scale, stream);
 }
 
 }  // namespace
