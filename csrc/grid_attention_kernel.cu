@@ -1,9 +1,10 @@
-// RoPE + pack and the output gather of grid attention: one thread per K consecutive VEC-channel chunks of one
-// (token, head), 16-byte loads and stores, output written in its own (contiguous) order so that writes coalesce. The
-// FP8 variants (TO / TI = uint8_t: e4m3 bytes) scale by the per-tensor amax of an amax pass over the same inputs.
-// K = 4 where a head's chunks allow (K = 1 otherwise): the index arithmetic (six divisions per group) is shared by K
-// chunks. At one chunk a thread it took most of the SMs' issue slots, holding these memory-bound kernels to 56-70 %
-// of the copy bandwidth (paper shapes, H100, session 10).
+// RoPE + pack and the output gather of grid attention: one thread per VEC-channel chunk of one (token, head) (RoPE +
+// pack and its amax pass: K consecutive chunks), 16-byte loads and stores, output written in its own (contiguous)
+// order so that writes coalesce. The FP8 variants (TO / TI = uint8_t: e4m3 bytes) scale by the per-tensor amax of an
+// amax pass over the same inputs. K = 4 where a head's chunks allow (else 1) shares the index arithmetic (six
+// divisions) among K chunks: at one chunk a thread it took most of the SMs' issue slots, and the paper step's FP8
+// pack went 8.76 -> 7.28 ms, its amax 5.30 -> 4.35 ms (H100, session 10). The gather got slower with K = 4 (3.34 ->
+// 4.07 ms: its stores then cover each 16-byte sector over several instructions), so it keeps one chunk a thread.
 #include <algorithm>
 #include <type_traits>
 
@@ -137,9 +138,9 @@ __global__ void __launch_bounds__(256) rope_amax_kernel(const RopePackParams p, 
 }
 
 // TI = uint8_t: e4m3 input, each value times *scale on the way out.
-template <typename TI, typename TO, int VEC, int K, typename Idx>
+template <typename TI, typename TO, int VEC, typename Idx>
 __global__ void __launch_bounds__(256) grid_gather_kernel(const GridGatherParams p, const float* __restrict__ scale) {
-  const int nchunk = p.hd / (VEC * K);  // groups of K chunks a head
+  const int nchunk = p.hd / VEC;
   const Idx total = static_cast<Idx>(p.B) * p.V * p.T * p.N * p.H * nchunk;
   const TI* __restrict__ src = static_cast<const TI*>(p.src);
   TO* __restrict__ dst = static_cast<TO*>(p.dst);
@@ -147,22 +148,16 @@ __global__ void __launch_bounds__(256) grid_gather_kernel(const GridGatherParams
   const int64_t* st = p.src_strides;
   for (Idx i = static_cast<Idx>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<Idx>(gridDim.x) * blockDim.x) {
-    const TI* s = src + grid_offset<VEC * K>(i, nchunk, p.H, p.N, p.T, p.V, st);   // output order: the grid's
-    float x[K][VEC];
+    const TI* s = src + grid_offset<VEC>(i, nchunk, p.H, p.N, p.T, p.V, st);   // output order: the grid's
+    float x[VEC];
+    if constexpr (std::is_same_v<TI, uint8_t>) {
+      load_fp8<VEC>(s, x);
 #pragma unroll
-    for (int k = 0; k < K; ++k) {
-      if constexpr (std::is_same_v<TI, uint8_t>) load_fp8<VEC>(s + k * VEC, x[k]);
-      else load_vec<TI, VEC>(s + k * VEC, x[k]);
+      for (int j = 0; j < VEC; ++j) x[j] *= mul;
+    } else {
+      load_vec<TI, VEC>(s, x);
     }
-    TO* d = dst + static_cast<int64_t>(i) * (K * VEC);
-#pragma unroll
-    for (int k = 0; k < K; ++k) {
-      if constexpr (std::is_same_v<TI, uint8_t>) {
-#pragma unroll
-        for (int j = 0; j < VEC; ++j) x[k][j] *= mul;
-      }
-      store_vec<TO, VEC>(d + k * VEC, x[k]);
-    }
+    store_vec<TO, VEC>(dst + static_cast<int64_t>(i) * VEC, x);
   }
 }
 
@@ -210,26 +205,25 @@ cudaError_t rope_pack_t(const RopePackParams& p, float* scalars, cudaStream_t st
   return rope_pack_k<T, TO, V, 1>(p, scalars, stream);
 }
 
-// TI = TO (plain) or uint8_t (e4m3 input times *scale).
-template <typename TI, typename TO, int VEC, int K>
-cudaError_t grid_gather_k(const GridGatherParams& p, const float* scale, cudaStream_t stream) {
-  const int64_t total = static_cast<int64_t>(p.B) * p.V * p.T * p.N * p.H * (p.hd / (VEC * K));
-  if (total == 0) return cudaSuccess;
-  const dim3 grid(grid_for(total, kThreads));
-  if (total * K < (int64_t(1) << 31)) grid_gather_kernel<TI, TO, VEC, K, uint32_t><<<grid, kThreads, 0, stream>>>(p, scale);
-  else grid_gather_kernel<TI, TO, VEC, K, uint64_t><<<grid, kThreads, 0, stream>>>(p, scale);
-  return cudaGetLastError();
-}
-
-// Vector width: 16-byte loads of TI, at most 8 elements.
+// TI = TO (plain) or uint8_t (e4m3 input times *scale). Vector width: 16-byte loads of TI, at most 8 elements.
 template <typename TI, typename TO>
 cudaError_t grid_gather_t(const GridGatherParams& p, const float* scale, cudaStream_t stream) {
   constexpr int V = 16 / sizeof(TI) > 8 ? 8 : 16 / sizeof(TI);
   const bool vec = p.hd % V == 0 && ptr_aligned(p.src, V * sizeof(TI)) && ptr_aligned(p.dst, V * sizeof(TO)) &&
                    strides_aligned(p.src_strides, 5, V);
-  if (!vec) return grid_gather_k<TI, TO, 1, 1>(p, scale, stream);
-  if (p.hd % (V * kGroup) == 0) return grid_gather_k<TI, TO, V, kGroup>(p, scale, stream);
-  return grid_gather_k<TI, TO, V, 1>(p, scale, stream);
+  const int vec_elems = vec ? V : 1;
+  const int64_t total = static_cast<int64_t>(p.B) * p.V * p.T * p.N * p.H * (p.hd / vec_elems);
+  if (total == 0) return cudaSuccess;
+  const dim3 grid(grid_for(total, kThreads));
+  const bool small = total < (int64_t(1) << 31);
+  if (vec) {
+    if (small) grid_gather_kernel<TI, TO, V, uint32_t><<<grid, kThreads, 0, stream>>>(p, scale);
+    else grid_gather_kernel<TI, TO, V, uint64_t><<<grid, kThreads, 0, stream>>>(p, scale);
+  } else {
+    if (small) grid_gather_kernel<TI, TO, 1, uint32_t><<<grid, kThreads, 0, stream>>>(p, scale);
+    else grid_gather_kernel<TI, TO, 1, uint64_t><<<grid, kThreads, 0, stream>>>(p, scale);
+  }
+  return cudaGetLastError();
 }
 
 }  // namespace
