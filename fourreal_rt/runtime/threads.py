@@ -16,8 +16,9 @@ def cores() -> int:
 
 def in_background(fn, *args, name: str = "fourreal-background", wait_at_exit: bool = False) -> Future:
     """fn(*args) in a daemon thread (an interrupted run does not wait for it, unlike an executor's thread); its result
-    or error in a Future. wait_at_exit: the interpreter's exit waits for it first — for work inside PyTorch's native
-    code, where a daemon thread still running at exit aborts the process (exit status 134, not the caller's)."""
+    or error in a Future. wait_at_exit: the interpreter's exit waits for it first — for work in native code that must
+    not be cut off at exit (PyTorch's: a daemon thread still inside it aborts the process, exit status 134 instead of
+    the caller's; the CUDA driver's)."""
     fut: Future = Future()
     if wait_at_exit:
         _wait_at_exit.add(fut)
