@@ -15,7 +15,8 @@ written, with an engine (`build-engine` + `generate --engine`) and without one, 
        engine-fp8  generate --engine ENGINE_FP8 (build-engine --dtype fp8: block linears in e4m3)
        eager-fp8   generate --model DIR --dtype bf16 --fp8
      e2e_s is the CLI's own total (reading the videos .. last file written, model/engine load included);
-     wall_s adds process start and imports;
+     wall_s adds process start and imports; start_to_written_s is the child process's age when the last file is
+     written (Linux /proc, 10 ms resolution): interpreter start, imports and e2e_s, without the process's exit;
   5. PSNR of the engine's grid against the eager grid (same seed), over the generated cells, and compile vs eager
      for scale (bf16 noise between two correct implementations); engine-fp8 against eager-fp8.
 
@@ -106,6 +107,18 @@ def make_videos(preset: str, directory: str, device: str) -> tuple[str, str, np.
 
 # ---- one configuration in a fresh process ---------------------------------------------------------------------------
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: /proc/self/stat and /proc/uptime, 10 ms resolution), else None."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])   # field 22, starttime, in clock ticks
+        with open("/proc/uptime") as f:
+            up = float(f.read().split()[0])
+        return round(up - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def child(a) -> None:
     """Runs the CLI in this process (with the torch.compile hook for `compile`), then writes peak memory. torch is
     imported by the CLI itself, as in the program (which starts CUDA's context beside that import)."""
@@ -135,6 +148,7 @@ def child(a) -> None:
         main(a.cli_args, standalone_mode=False)
     except SystemExit as e:
         code = e.code or 0
+    written = process_age()
     if prof is not None:
         import io
         import pstats
@@ -146,7 +160,7 @@ def child(a) -> None:
             f.write(buf.getvalue())
     import torch
 
-    rep = {"exit": code}
+    rep = {"exit": code, "start_to_written_s": written}
     if torch.cuda.is_available():
         rep.update(peak_alloc_gib=round(torch.cuda.max_memory_allocated() / 2 ** 30, 2),
                    peak_reserved_gib=round(torch.cuda.max_memory_reserved() / 2 ** 30, 2))
@@ -317,14 +331,14 @@ def main(argv=None):
 
     log("")
     log(f"{'config':<10} {'e2e_s':>7} {'wall_s':>7} {'read':>6} {'load':>6} {'denoise':>8} {'step 1':>7} {'write':>6} "
-        f"{'peak_GiB':>8}  (device {dev_name}, preset {a.preset}, {a.steps} steps)")
+        f"{'peak_GiB':>8} {'start->written':>14}  (device {dev_name}, preset {a.preset}, {a.steps} steps)")
     for r in res["runs"]:
         if "error" in r:
             log(f"{r['config']:<10} {r['error']}")
             continue
         log(f"{r['config']:<10} {r['e2e_s']:>7.2f} {r['wall_s']:>7.2f} {r['read_s'] or 0:>6.2f} {r['load_s'] or 0:>6.2f} "
             f"{r['denoise_s'] or 0:>8.2f} {r.get('first_step_s') or 0:>7.2f} {r['write_s']:>6.2f} "
-            f"{r.get('peak_reserved_gib', float('nan')):>8.2f}")
+            f"{r.get('peak_reserved_gib', float('nan')):>8.2f} {r.get('start_to_written_s') or float('nan'):>14.2f}")
     for name, b in res.get("builds", {}).items():
         if "runtime" in b:
             rt = b["runtime"]
