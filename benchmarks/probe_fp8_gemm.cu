@@ -1,7 +1,8 @@
 // Probe: how fast is each algorithm cuBLASLt offers for the step's e4m3 GEMMs (paper preset, 8x8 grid: 36,864 token
 // rows), against the one its heuristic ranks first (the one torch._scaled_mm runs, FP8Linear's GEMM)?
 // Row-wise (outer-vector) fp32 scales, fast accumulation, bf16 bias epilogue, bf16 output; fc2 and proj also with a
-// gated residual as C (beta = 1), which would save the residual pass after them (session 10: cuBLAS 13 refused it); then
+// gated residual as C (beta = 1), which would save the residual pass after them (cuBLAS 13 runs it at these row
+// counts and refuses it at small ones: benchmarks/RESULTS.md, issue 4, session 10); then
 // whether the GEMM can also write its output's amax (AMAX_D_POINTER), what an FP8 attention's per-tensor scales need.
 // CUDA-event timing, median of 20 after 3 warm-ups.
 //   GEMM_PROBE=1 bash benchmarks/gpu_engine.sh (links the cuBLASLt that torch loads), or with the toolkit's:
