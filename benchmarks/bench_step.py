@@ -202,16 +202,15 @@ def main():
                 try:
                     _, replay8, out8 = graphed(ours8)
                     report(label + "+graph", replay8)
-                    if label == "ours fp8" and not args.no_profile:   # `--fp8`, as one graph replay
-                        print(f"{label} as a CUDA graph replay ({results[label + '+graph']:.1f} ms a replay):",
-                              flush=True)
-                        kernel_breakdown(replay8, top=30)
                 except Exception as e:
                     print(f"{label}+graph: capture failed ({type(e).__name__}: {e}); timing without a graph", flush=True)
                     report(label, ours8)
                     out8 = ours8()
                 finally:
                     backend.settings["two_streams"] = True
+                if label == "ours fp8" and label + "+graph" in results and not args.no_profile:   # `--fp8`, replayed
+                    print(f"{label} as a CUDA graph replay ({results[label + '+graph']:.1f} ms a replay):", flush=True)
+                    kernel_breakdown(replay8, top=30)
                 outputs[label] = out8.float()
                 del m8, out8
 

@@ -1025,7 +1025,7 @@ def load_engine(path, device: str | torch.device = "auto", verify: bool = True,
         den = EngineDenoiser(step, custom_ops=bool(rt.get("custom_ops")), sdpa=rt.get("sdpa_backend"),
                              cuda_graph=bool(rt.get("cuda_graph")) and dev.type == "cuda")
     except Exception as e:
-        early.join()                                             # not left inside CUDA's start
+        early.join()                                             # before the checks below compete with it
         try:
             if verify:                                           # a damaged file explains a failed load best
                 for f in pending_needed:

@@ -455,7 +455,8 @@ def test_gpu_linear_residual(B, R, N, K):
 @pytest.mark.parametrize("attn_backend", ["cudnn", "flash", "sdpa"])
 @pytest.mark.parametrize("axis", twins.AXES)
 @pytest.mark.parametrize("dims,grid_hw", [((1, 3, 5, 37, 2, 64), (1, 37)), ((2, 4, 3, 24, 6, 32), (4, 6)),
-                                          ((1, 8, 8, 144, 1, 128), (9, 16)), ((1, 2, 3, 10, 2, 6), (2, 5))])
+                                          ((1, 8, 8, 144, 1, 128), (9, 16)), ((1, 2, 3, 10, 2, 6), (2, 5)),
+                                          ((1, 2, 3, 10, 2, 48), (2, 5))])   # (48: one 16-byte chunk a thread)
 def test_gpu_grid_attention(dims, grid_hw, axis, attn_backend):
     g, seed = rng("cuda")
     B, V, T, N, H, hd = dims

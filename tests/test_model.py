@@ -211,6 +211,19 @@ def test_exit_while_noise_is_drawn_keeps_its_status():
     assert "terminate" not in r.stderr
 
 
+def test_background_work_that_never_started_does_not_hold_the_exit():
+    """in_background(..., wait_at_exit=True) whose thread cannot start raises to its caller, and the exit then has
+    nothing to wait for (it waited forever on the Future before)."""
+    import subprocess
+    import sys
+    code = ("import sys, threading; from fourreal_rt.runtime import threads\n"
+            "def refuse(self): raise RuntimeError(\"can't start new thread\")\n"
+            "threading.Thread.start = refuse\n"
+            "try:\n    threads.in_background(print, wait_at_exit=True)\nexcept RuntimeError:\n    sys.exit(4)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4, r.stderr
+
+
 def test_to_model_range_is_the_cpu_formula_for_every_byte():
     from fourreal_rt.sampler import to_model_range, to_uint8
     b = torch.arange(256, dtype=torch.uint8).reshape(4, 8, 8)          # odd shape, every byte

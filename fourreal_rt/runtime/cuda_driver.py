@@ -8,13 +8,16 @@ the device's primary context.
 from __future__ import annotations
 
 import ctypes
+import os
 from concurrent.futures import Future
 
 
 def start(device: int = 0) -> Future | None:
     """Starts the driver and device `device`'s primary context in a background thread: a Future of whether it was made
     (False where the driver refuses, e.g. no GPU), or None where there is no CUDA driver to load. The interpreter's
-    exit waits for it (a driver call cut off at exit is not safe)."""
+    exit waits for it (a driver call cut off at exit is not safe). Like PyTorch, which sets it before its own cuInit,
+    asks for lazy module loading unless the environment says otherwise (the driver reads it once, at cuInit)."""
+    os.environ.setdefault("CUDA_MODULE_LOADING", "LAZY")
     try:
         libcuda = ctypes.CDLL("libcuda.so.1")
     except OSError:
