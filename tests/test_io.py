@@ -362,7 +362,7 @@ def writers():
     saved = dict(outputs._writers)
     outputs._writers.clear()
     outputs.start_writers(2)
-    outputs._writers["starting"].join(timeout=120)
+    outputs._writers["starting"].result(timeout=120)
     if "pool" not in outputs._writers:
         pytest.skip("writer processes could not start here")
     yield outputs._writers

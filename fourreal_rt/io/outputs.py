@@ -24,7 +24,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from ..runtime.threads import cores
+from ..runtime.threads import cores, in_background
 from .video import InputError
 
 GAP = 2  # pixels between tiles in grid.mp4
@@ -254,7 +254,7 @@ def _write_pieces(d: Path, frames: np.ndarray, fps: float, procs) -> None:
         (d / RAW).unlink(missing_ok=True)
 
 
-_writers: dict = {}   # "pool": the writer processes once they are up; "starting": the thread starting them
+_writers: dict = {}   # "pool": the writer processes once they are up; "starting": the Future of starting them
 
 
 def start_writers(workers: int | None = None) -> None:
@@ -266,7 +266,6 @@ def start_writers(workers: int | None = None) -> None:
     `if __name__ == "__main__":`). They ignore Ctrl-C (this process handles it) and end with this process. Until
     they are up, threads write. The `fourreal-rt` program starts them after its first denoising step."""
     import multiprocessing
-    import threading
     if _writers or sys.platform != "linux" or "forkserver" not in multiprocessing.get_all_start_methods():
         return
     n = workers or min(32, cores())
@@ -285,8 +284,7 @@ def start_writers(workers: int | None = None) -> None:
         except Exception:  # noqa: BLE001  (no writer processes here: threads write)
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
-    _writers["starting"] = threading.Thread(target=start, name="fourreal-writers", daemon=True)
-    _writers["starting"].start()
+    _writers["starting"] = in_background(start, name="fourreal-writers")
 
 
 def _worker_init(parent: int) -> None:
