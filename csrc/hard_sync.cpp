@@ -30,7 +30,7 @@ at::Tensor hard_sync(const at::Tensor& y_v, const at::Tensor& y_t, const at::Ten
   FOURREAL_CUDA_CHECK(modulate_columns_launch(kernel_dtype(y_v), w.data_ptr(), m.data_ptr<float>(), w_mod.data_ptr(),
                                               static_cast<int>(B), D, 2 * D, current_stream()));
   const at::Tensor b = bias.to(y_v.scalar_type());
-  const at::Tensor z = at::cat({y_v.reshape({B, R, D}), y_t.reshape({B, R, D})}, -1);   // [B, R, 2D]
+  const at::Tensor z = at::cat({y_v, y_t}, -1).reshape({B, R, 2 * D});   // [B, R, 2D]: one copy of each stream
   for (int64_t i = 0; i < B; ++i) {
     at::Tensor o = out[i];                                                       // [R, D]
     at::addmm_out(o, b, z[i], w_mod[i].t());                                     // [y^v | y^t] W'^T + b
